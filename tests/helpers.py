@@ -1,0 +1,52 @@
+"""Independent test helpers: dense masks written element by element from MASKS.md's table."""
+
+from __future__ import annotations
+
+import torch
+
+
+def dense_from_bounds_loops(sri: torch.Tensor | None, causal: bool, sq: int, sk: int):
+    """bool [B, Hm, Sq, Sk], True = visible, by plain Python loops over the definition."""
+    B, H = (1, 1) if sri is None else sri.shape[:2]
+    out = torch.ones(B, H, sq, sk, dtype=torch.bool)
+    b_list = None if sri is None else sri.tolist()
+    for b in range(B):
+        for h in range(H):
+            for j in range(sk):
+                c = None if b_list is None else [min(x, sq) for x in b_list[b][h][j]]
+                for i in range(sq):
+                    m = causal and j > i + (sk - sq)
+                    if c is not None:
+                        if len(c) == 1:
+                            m = m or i >= c[0]
+                        elif len(c) == 2 and causal:
+                            m = m or c[0] <= i < c[1]
+                        elif len(c) == 2:
+                            m = m or i >= c[0] or i < c[1]
+                        else:
+                            m = m or (c[0] <= i < c[1]) or (c[2] <= i < c[3])
+                    out[b, h, i, j] = not m
+    return out
+
+
+def random_bounds(B: int, H: int, sq: int, sk: int, n: int, gen: torch.Generator, causal: bool):
+    """Random bounds with a mix of structure: values in [0, sq + 3], many empty intervals."""
+    hi = sq + 4
+    x = torch.randint(0, hi, (B, H, sk, n), generator=gen, dtype=torch.int32)
+    # Make about half of the intervals ordered (non-empty) so tiles of every kind appear.
+    if n >= 2 and (n == 4 or causal):
+        for s, e in ((0, 1), (2, 3))[: n // 2]:
+            lo = torch.minimum(x[..., s], x[..., e])
+            up = torch.maximum(x[..., s], x[..., e])
+            flip = torch.rand(x.shape[:-1], generator=gen) < 0.7
+            x[..., s] = torch.where(flip, lo, x[..., s])
+            x[..., e] = torch.where(flip, up, x[..., e])
+    # Smooth runs of columns so that tiles can be fully masked or unmasked.
+    if sk > 1:
+        run = torch.randint(1, 40, (1,), generator=gen).item()
+        idx = (torch.arange(sk) // run) * run
+        x = x[:, :, idx]
+    return x.contiguous()
+
+
+MODES = [(True, 1), (True, 2), (False, 2), (False, 4)]
