@@ -55,7 +55,7 @@ def check_bounds_meta(
             f"{name} has shape {tuple(t.shape)} (rank {t.dim()}): it must be rank 4, "
             "[batch, mask_heads, seqlen_k, n] with n in {1, 2, 4}"
         )
-    n = t.shape[-1]
+    n = int(t.shape[-1])  # specialises a symbolic n: it is a compile-time choice of the kernels
     if n not in (1, 2, 4):
         raise ValueError(
             f"{name} has shape {tuple(t.shape)}: the last dimension must be 1, 2 or 4 "
