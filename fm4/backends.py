@@ -26,6 +26,14 @@ def select_backend(device: torch.device) -> str:
     return "reference"
 
 
+def kernel_status(device: torch.device | str) -> tuple[bool, str]:
+    """Whether fm4's own GPU kernels serve ``device``, and why not (for benchmarks and tests)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return False, f"{dev.type} runs the reference (fm4's kernels are for CUDA sm_90)"
+    return False, "fm4's CuTe DSL attention kernels have not landed yet: CUDA runs the reference"
+
+
 def _check_values(sri: torch.Tensor | None) -> None:
     # Reading the minimum back syncs the device; skip it while a CUDA graph is being captured.
     if sri is None:
