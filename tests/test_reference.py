@@ -14,7 +14,7 @@ from tests.helpers import MODES, random_bounds
 
 def naive(q, k, v, dense_visible, scale):
     """float64 dense attention; dense_visible [B|1, Hm|1, Sq, Sk] with Hm dividing H."""
-    B, Sq, H, D = q.shape
+    H = q.shape[2]
     Hkv = k.shape[2]
     qd, kd, vd = (t.double().transpose(1, 2) for t in (q, k, v))
     kd = kd.repeat_interleave(H // Hkv, 1)
