@@ -156,3 +156,11 @@ def test_masked_rows_subset_of_rows():
     rows = torch.tensor([0, 17, 99])
     part = masked_rows(m.startend_row_indices, True, rows, 100, 100)
     assert torch.equal(~part, m.to_dense()[:, :, rows])
+
+
+@pytest.mark.parametrize("name", ["causal", "document"])
+def test_semantics_stay_on_the_rows_device(name):
+    # Regression: the causal triangle of a mask without bounds was built on the CPU.
+    m = make_mask(name, 16).to("meta")
+    rows = torch.arange(16, device="meta")
+    assert masked_rows(m.startend_row_indices, m.causal, rows, 16, 16).device.type == "meta"

@@ -89,7 +89,11 @@ def check_bounds_values(startend_row_indices: torch.Tensor, *, name: str = "star
 
 
 def _masked_intervals(
-    bounds: torch.Tensor, causal: bool, seqlen_q: int, seqlen_k: int
+    bounds: torch.Tensor | None,
+    causal: bool,
+    seqlen_q: int,
+    seqlen_k: int,
+    device: torch.device,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The masked row intervals [start, end) of each column, clamped to [0, Sq].
 
@@ -100,8 +104,7 @@ def _masked_intervals(
     out: list[tuple[torch.Tensor, torch.Tensor]] = []
     if causal:
         # Row i is masked in column j when i < j - (Sk - Sq).
-        dev = bounds.device if bounds is not None else None
-        j = torch.arange(seqlen_k, device=dev, dtype=torch.int64)
+        j = torch.arange(seqlen_k, device=device, dtype=torch.int64)
         out.append((torch.zeros_like(j), (j - (seqlen_k - seqlen_q)).clamp(0, sq)))
     if bounds is None:
         return out
@@ -145,7 +148,7 @@ def masked_rows(
         m = torch.zeros(
             sri.shape[0], sri.shape[1], rows.numel(), seqlen_k, dtype=torch.bool, device=sri.device
         )
-    for s, e in _masked_intervals(sri, causal, seqlen_q, seqlen_k):
+    for s, e in _masked_intervals(sri, causal, seqlen_q, seqlen_k, rows.device):
         s = s.unsqueeze(-2)  # (..., 1, Sk)
         e = e.unsqueeze(-2)
         m = m | ((i >= s) & (i < e))
@@ -174,7 +177,9 @@ def visible_rows_per_block(
     m1 = row_ends.to(torch.int64)[:, None]
     ivs = [
         (s.unsqueeze(-2).clamp(min=m0), e.unsqueeze(-2).clamp(max=m1))
-        for s, e in _masked_intervals(startend_row_indices, causal, seqlen_q, seqlen_k)
+        for s, e in _masked_intervals(
+            startend_row_indices, causal, seqlen_q, seqlen_k, row_starts.device
+        )
     ]
 
     def length(s: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
