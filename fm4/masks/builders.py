@@ -301,9 +301,8 @@ def random_eviction(
     gen = torch.Generator().manual_seed(seed)
     shape = (batch, num_heads, S)
     evict = torch.rand(shape, generator=gen) < evict_fraction
-    j = torch.arange(S, dtype=torch.int64)
-    lo = torch.clamp(j, min=r0).clamp(max=S - 1)  # the row range [lo, S) is never empty
-    row = lo + (torch.rand(shape, generator=gen) * (S - lo)).to(torch.int64).clamp(max=S - 1 - lo)
+    lo = torch.arange(S, dtype=torch.float32).clamp(min=r0).clamp(max=S - 1)  # [lo, S) non-empty
+    row = torch.rand(shape, generator=gen).mul_(S - lo).add_(lo).to(torch.int32).clamp_(max=S - 1)
     lts = torch.where(evict, row, S).to(_device(device))
     return _mask([lts], True, S)
 
