@@ -163,3 +163,13 @@ def test_empty_lengths():
     assert lists.flags.shape == (1, 1, 2, 0) and lists.num_visited == 0
     lists = build_tile_lists(torch.zeros(1, 1, 3, 1, dtype=torch.int32), True, 0, 3, 4, 4)
     assert lists.flags.shape == (1, 1, 0, 1)
+
+
+def test_backward_lists_on_demand():
+    sri = make_mask("document", 300).startend_row_indices
+    fwd = build_tile_lists(sri, False, 300, 300, 64, 64, impl="torch", backward=False)
+    assert fwd.bwd_full_cnt is None
+    both = build_tile_lists(sri, False, 300, 300, 64, 64, impl="torch")
+    fwd.add_backward()
+    assert torch.equal(fwd.bwd_partial_idx, both.bwd_partial_idx)
+    assert torch.equal(fwd.bwd_full_cnt, both.bwd_full_cnt)

@@ -54,7 +54,9 @@ def to_block_mask(
         if num_heads % hm:
             raise ValueError(f"num_heads={num_heads} is not a multiple of the mask heads {hm}")
         sri = sri.repeat_interleave(num_heads // hm, dim=1)
-    lists = build_tile_lists(sri, mask.causal, seqlen_q, seqlen_k, block_size, block_size)
+    lists = build_tile_lists(
+        sri, mask.causal, seqlen_q, seqlen_k, block_size, block_size, backward=False
+    )
     return BlockMask.from_kv_blocks(
         lists.fwd_partial_cnt,
         lists.fwd_partial_idx,

@@ -213,21 +213,30 @@ class TileLists:
     fwd_partial_idx: torch.Tensor  # (B, Hm, Mt, Nt)
     fwd_full_cnt: torch.Tensor  # (B, Hm, Mt)
     fwd_full_idx: torch.Tensor  # (B, Hm, Mt, Nt)
-    bwd_partial_cnt: torch.Tensor  # (B, Hm, Nt)
-    bwd_partial_idx: torch.Tensor  # (B, Hm, Nt, Mt)
-    bwd_full_cnt: torch.Tensor  # (B, Hm, Nt)
-    bwd_full_idx: torch.Tensor  # (B, Hm, Nt, Mt)
+    # Backward lists: None unless built with backward=True.
+    bwd_partial_cnt: torch.Tensor | None = None  # (B, Hm, Nt)
+    bwd_partial_idx: torch.Tensor | None = None  # (B, Hm, Nt, Mt)
+    bwd_full_cnt: torch.Tensor | None = None  # (B, Hm, Nt)
+    bwd_full_idx: torch.Tensor | None = None  # (B, Hm, Nt, Mt)
 
     @classmethod
-    def from_flags(cls, flags: torch.Tensor, tile_m: int, tile_n: int) -> TileLists:
+    def from_flags(
+        cls, flags: torch.Tensor, tile_m: int, tile_n: int, *, backward: bool = True
+    ) -> TileLists:
         fp_cnt, fp_idx = _lists(flags, PARTIAL)
         ff_cnt, ff_idx = _lists(flags, UNMASKED)
-        flags_t = flags.transpose(-1, -2)
-        bp_cnt, bp_idx = _lists(flags_t, PARTIAL)
-        bf_cnt, bf_idx = _lists(flags_t, UNMASKED)
-        return cls(
-            tile_m, tile_n, flags, fp_cnt, fp_idx, ff_cnt, ff_idx, bp_cnt, bp_idx, bf_cnt, bf_idx
-        )
+        lists = cls(tile_m, tile_n, flags, fp_cnt, fp_idx, ff_cnt, ff_idx)
+        if backward:
+            lists.add_backward()
+        return lists
+
+    def add_backward(self) -> TileLists:
+        """Build the backward (per n_block) lists from the flags, if not built yet."""
+        if self.bwd_partial_cnt is None:
+            flags_t = self.flags.transpose(-1, -2)
+            self.bwd_partial_cnt, self.bwd_partial_idx = _lists(flags_t, PARTIAL)
+            self.bwd_full_cnt, self.bwd_full_idx = _lists(flags_t, UNMASKED)
+        return self
 
     @property
     def num_visited(self) -> int:
@@ -244,9 +253,13 @@ def build_tile_lists(
     tile_n: int,
     *,
     impl: str = "auto",
+    backward: bool = True,
 ) -> TileLists:
-    """Tile flags and lists for a mask, computed on the bounds' device (no dense mask)."""
+    """Tile flags and lists for a mask, computed on the bounds' device (no dense mask).
+
+    ``backward=False`` skips the per-n_block lists (the forward does not need them).
+    """
     if tile_m <= 0 or tile_n <= 0:
         raise ValueError(f"tile sizes must be positive, got tile_m={tile_m}, tile_n={tile_n}")
     flags = classify_tiles(sri, causal, seqlen_q, seqlen_k, tile_m, tile_n, impl=impl)
-    return TileLists.from_flags(flags, tile_m, tile_n)
+    return TileLists.from_flags(flags, tile_m, tile_n, backward=backward)
