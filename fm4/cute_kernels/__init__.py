@@ -1,0 +1,1 @@
+"""CuTe DSL kernels of fm4 (device code and their compile/launch wrappers)."""
