@@ -1,0 +1,183 @@
+"""Torch-facing launcher of fm4's Hopper forward kernel (``fwd_sm90.FlashMaskFwdSm90``).
+
+Supported: bf16 / fp16, head dim 64, 128 and 256 (q, k, v the same), GQA / MQA, any lengths,
+no mask / causal / FlashMask bounds with n in {1, 2, 4}, CUDA tensors on an sm_90 device.
+Not supported: other head dims, head_dim_v != head_dim, varlen, backward.
+
+The compile cache is keyed on the compile-time configuration only (dtype, head dim, causal,
+number of bounds, tile shape); batch, lengths and head counts are symbolic, so a new length
+never recompiles.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import cache
+from typing import Any
+
+import torch
+
+TORCH_TO_CUTLASS_NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Float16"}
+SUPPORTED_HEAD_DIMS = (64, 128, 256)
+
+
+def tile_shape(head_dim: int) -> tuple[int, int]:
+    """(tile_m, tile_n) the kernel uses for this head dim; tile lists must be built with it."""
+    from fm4.cute_kernels.fwd_sm90 import TILE_CONFIG_SM90
+
+    tile_m, tile_n, _ = TILE_CONFIG_SM90[head_dim]
+    return tile_m, tile_n
+
+
+def can_implement(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    startend_row_indices: torch.Tensor | None = None,
+    causal: bool = False,
+) -> tuple[bool, str]:
+    """Whether ``attention_fwd_sm90`` can run these inputs; if not, why (for skips and dispatch)."""
+    if q.dtype not in TORCH_TO_CUTLASS_NAMES:
+        return False, f"dtype {q.dtype} not supported (bf16, fp16)"
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        return False, f"q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})"
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        return False, "q, k, v must be 4-D (B, S, H, D)"
+    d = q.shape[-1]
+    if d not in SUPPORTED_HEAD_DIMS or k.shape[-1] != d or v.shape[-1] != d:
+        return False, (
+            f"head dims (q {d}, k {k.shape[-1]}, v {v.shape[-1]}) not supported: "
+            f"the sm90 kernel takes equal head dims in {SUPPORTED_HEAD_DIMS}"
+        )
+    if q.shape[2] % k.shape[2] != 0 or k.shape[2] != v.shape[2]:
+        return False, f"num heads {q.shape[2]} must be a multiple of kv heads {k.shape[2]}"
+    if not (q.is_cuda and k.is_cuda and v.is_cuda):
+        return False, "tensors must be on a CUDA device"
+    major, _ = torch.cuda.get_device_capability(q.device)
+    if major != 9:
+        return False, f"needs an sm_90 GPU, got compute capability {major}.x"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.stride(-1) != 1:
+            return False, f"{name} must have a contiguous last dimension"
+        if any(s % 8 for s in t.stride()[:-1]) or t.data_ptr() % 16:
+            return False, f"{name} must be 16-byte aligned with strides a multiple of 8"
+    if startend_row_indices is not None:
+        n = startend_row_indices.shape[-1]
+        if n not in (1, 2, 4):
+            return False, f"startend_row_indices last dimension must be 1, 2 or 4, got {n}"
+        if n == 1 and not causal:
+            return False, "n == 1 bounds are causal-only: pass causal=True"
+        if n == 4 and causal:
+            return False, "n == 4 bounds are never causal: pass causal=False"
+    return True, ""
+
+
+def _fake(dtype: Any, shape: tuple, divisibility: int) -> Any:
+    import cutlass.cute as cute
+
+    stride = tuple(
+        1 if i == len(shape) - 1 else cute.sym_int64(divisibility=divisibility)
+        for i in range(len(shape))
+    )
+    align = 16 if divisibility * dtype.width // 8 >= 16 else 4
+    return cute.runtime.make_fake_tensor(dtype, shape, stride=stride, assumed_align=align)
+
+
+@cache
+def _compile_fwd(dtype_name: str, head_dim: int, causal: bool, n_bounds: int) -> Any:
+    """Compile one configuration; everything data-dependent stays symbolic."""
+    os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
+    import cutlass
+    import cutlass.cute as cute
+
+    from fm4.cute_kernels.fwd_sm90 import FlashMaskFwdSm90
+
+    dtype = getattr(cutlass, dtype_name)
+    b, s_q, s_k, h, h_kv = (cute.sym_int() for _ in range(5))
+    q = _fake(dtype, (b, s_q, h, head_dim), 8)
+    k = _fake(dtype, (b, s_k, h_kv, head_dim), 8)
+    v = _fake(dtype, (b, s_k, h_kv, head_dim), 8)
+    o = _fake(dtype, (b, s_q, h, head_dim), 8)
+    lse = _fake(cutlass.Float32, (b, h, s_q), 1)
+    mask_args: list[Any] = [None] * 5
+    if n_bounds:
+        hm, hm_l, m_blocks, n_blocks = (cute.sym_int() for _ in range(4))
+        mask_args = [
+            _fake(cutlass.Int32, (b, hm, s_k, n_bounds), 1),
+            _fake(cutlass.Int32, (b, hm_l, m_blocks), 1),
+            _fake(cutlass.Int32, (b, hm_l, m_blocks, n_blocks), 1),
+            _fake(cutlass.Int32, (b, hm_l, m_blocks), 1),
+            _fake(cutlass.Int32, (b, hm_l, m_blocks, n_blocks), 1),
+        ]
+    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
+    kernel = FlashMaskFwdSm90(dtype, head_dim, causal, n_bounds)
+    return cute.compile(
+        kernel,
+        q,
+        k,
+        v,
+        o,
+        lse,
+        cutlass.Float32(1.0),
+        *mask_args,
+        stream,
+        options="--enable-tvm-ffi",
+    )
+
+
+def attention_fwd_sm90(
+    q: torch.Tensor,  # (B, Sq, H, D)
+    k: torch.Tensor,  # (B, Sk, Hkv, D)
+    v: torch.Tensor,  # (B, Sk, Hkv, D)
+    startend_row_indices: torch.Tensor | None = None,  # int32 (B, Hm, Sk, n)
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    tile_lists: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward attention on Hopper. Returns out ``(B, Sq, H, D)`` and lse ``(B, H, Sq)`` fp32.
+
+    ``tile_lists`` (``fm4.masks.tiles.TileLists``) must have been built for this mask with
+    ``tile_shape(D)``; it is built here when omitted. Inputs are assumed validated upstream.
+    """
+    ok, reason = can_implement(q, k, v, startend_row_indices, causal)
+    if not ok:
+        raise ValueError(f"attention_fwd_sm90 cannot run these inputs: {reason}")
+    B, Sq, H, D = q.shape
+    Sk = k.shape[1]
+    scale = 1.0 / math.sqrt(D) if softmax_scale is None else float(softmax_scale)
+    out = torch.empty_like(q)
+    lse = torch.empty(B, H, Sq, dtype=torch.float32, device=q.device)
+    if B == 0 or Sq == 0 or H == 0:
+        return out, lse
+    if Sk == 0:
+        out.zero_()
+        lse.fill_(-math.inf)
+        return out, lse
+    n_bounds = 0
+    mask_args: list[torch.Tensor | None] = [None] * 5
+    if startend_row_indices is not None:
+        n_bounds = startend_row_indices.shape[-1]
+        tile_m, tile_n = tile_shape(D)
+        if tile_lists is None:
+            from fm4.masks.tiles import build_tile_lists
+
+            tile_lists = build_tile_lists(
+                startend_row_indices, causal, Sq, Sk, tile_m, tile_n, backward=False
+            )
+        if (tile_lists.tile_m, tile_lists.tile_n) != (tile_m, tile_n):
+            raise ValueError(
+                f"tile lists built for tiles {(tile_lists.tile_m, tile_lists.tile_n)}, "
+                f"the kernel uses {(tile_m, tile_n)}: build them with tile_shape({D})"
+            )
+        mask_args = [
+            startend_row_indices.contiguous(),
+            tile_lists.fwd_partial_cnt.contiguous(),
+            tile_lists.fwd_partial_idx.contiguous(),
+            tile_lists.fwd_full_cnt.contiguous(),
+            tile_lists.fwd_full_idx.contiguous(),
+        ]
+    compiled = _compile_fwd(TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
+    with torch.cuda.device(q.device):
+        compiled(q, k, v, out, lse, scale, *mask_args)
+    return out, lse

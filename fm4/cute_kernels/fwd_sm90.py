@@ -1,0 +1,769 @@
+"""fm4 forward attention kernel for Hopper (sm_90a), FlashMask column-bound masks.
+
+Supported:
+    bf16 / fp16 q, k, v in (b, s, h, d) layout (d contiguous); head dims 64, 128, 256;
+    GQA / MQA (h % h_kv == 0); any seqlen_q, seqlen_k (symbolic, no recompile per length);
+    no mask, causal (bottom-right aligned), or FlashMask bounds [b, hm, s_k, n] with n in
+    {1, 2, 4}, hm in {1, h_kv, h}, visited through per-m_block tile lists (partial / full);
+    rows that see no key: out = 0, lse = -inf.
+Not supported (yet): other head dims, head_dim_v != head_dim, varlen / paged KV, dropout, softcap,
+    score modifiers, split-KV, a persistent tile scheduler, fp8.
+
+Structure (FA3 design):
+    warpgroup 0, warp 0      producer: TMA loads of Q once, then K and V per n_block through a
+                             ``num_stages``-deep mbarrier pipeline (PipelineTmaAsync); registers
+                             given back with setmaxnreg.
+    warpgroups 1 and 2       consumers, 64 rows of the 128-row tile each: S = Q K^T (wgmma, both
+                             operands in smem), mask (partial tiles only), online softmax in fp32
+                             with exp2, O += P V (wgmma, P from registers). The next block's
+                             Q K^T is issued before the current P V (intra-warpgroup overlap),
+                             and the two warpgroups take turns issuing GEMMs (named barriers).
+    epilogue                 O / row_sum -> smem (stmatrix, aliasing sQ) -> TMA store; lse
+                             stored directly from registers.
+
+The n_blocks of one m_block are visited as one sequence ``i = 0 .. n_total - 1``: first the
+``n_partial`` blocks that need element-wise masking, then the unmasked ones, each list from the
+highest n_block down. With tile lists these come from ``fwd_partial_*`` / ``fwd_full_*``; with
+no bounds they are the causal / end-of-keys blocks and the rest of ``[0, n_block_max)``.
+"""
+
+import cuda.bindings.driver as cuda
+import cutlass
+import cutlass.cute as cute
+import cutlass.memory
+import cutlass.pipeline as pipeline
+import cutlass.utils.hopper_helpers as sm90_utils
+from cutlass import Float32, Int32, const_expr
+from cutlass.cute.nvgpu import cpasync, warp, warpgroup
+from cutlass.tensor_utils import LayoutEnum
+
+from fm4.cute_kernels.mask_apply import apply_mask_bits, mask_bits
+from fm4.cute_kernels.named_barrier import NamedBarrierFwd
+from fm4.cute_kernels.softmax import LOG2_E, OnlineSoftmax, acc_to_frg_a, acc_to_mn
+
+# ============================================================================================
+# Tuning table (the only place with tuning constants)
+# ============================================================================================
+# head_dim -> (tile_m, tile_n, kv pipeline stages)
+TILE_CONFIG_SM90: dict[int, tuple[int, int, int]] = {
+    64: (128, 128, 2),
+    128: (128, 128, 2),
+    256: (128, 64, 2),
+}
+NUM_CONSUMER_WARPGROUPS = 2  # tile_m // 64
+REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup
+REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
+SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
+# ============================================================================================
+
+THREADS_PER_WG = 128
+
+
+def _select(t: cute.Tensor, modes: list[int]) -> cute.Tensor:
+    """Permute the modes of a tensor (a view, no copy)."""
+    return cute.make_tensor(t.iterator, cute.select(t.layout, modes))
+
+
+def _transpose_view(t: cute.Tensor) -> cute.Tensor:
+    """Swap the first two modes of an smem tensor (used to read V as (d, tile_n))."""
+    shape = (t.shape[1], t.shape[0], *t.shape[2:])
+    order = (1, 0, *range(2, cute.rank(t)))
+    return cute.composition(t, cute.make_ordered_layout(shape, order=order))
+
+
+def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None):
+    """Swizzled K-major smem layout of a (rows, cols) tile, optionally with a stage mode."""
+    atom = warpgroup.make_smem_layout_atom(
+        sm90_utils.get_smem_layout_atom(LayoutEnum.ROW_MAJOR, dtype, cols), dtype
+    )
+    if stages is None:
+        return cute.tile_to_shape(atom, (rows, cols), order=(0, 1))
+    return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
+
+
+@cute.jit
+def _gemm(
+    tiled_mma: cute.TiledMma,
+    acc: cute.Tensor,
+    tCrA: cute.Tensor,
+    tCrB: cute.Tensor,
+    zero_init: cutlass.Constexpr[bool],
+    wg_wait: cutlass.Constexpr[int],
+) -> None:
+    """One warpgroup GEMM over the k-blocks of the fragments; wg_wait < 0 leaves it in flight."""
+    warpgroup.fence()
+    atom = cute.make_mma_atom(tiled_mma.op)
+    atom.set(warpgroup.Field.ACCUMULATE, not zero_init)
+    for k in cutlass.range_constexpr(cute.size(tCrA.shape[2])):
+        cute.gemm(atom, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+        atom.set(warpgroup.Field.ACCUMULATE, True)
+    warpgroup.commit_group()
+    if const_expr(wg_wait >= 0):
+        warpgroup.wait_group(wg_wait)
+
+
+class FlashMaskFwdSm90:
+    """Hopper forward kernel; one CTA per (m_block, query head, batch).
+
+    Compile-time configuration only; every size that depends on the data (batch, sequence
+    lengths, head counts) is read from the tensors at run time.
+    """
+
+    def __init__(
+        self,
+        dtype: type[cutlass.Numeric],
+        head_dim: int,
+        causal: bool,
+        n_bounds: int,
+        tile_m: int | None = None,
+        tile_n: int | None = None,
+        num_stages: int | None = None,
+    ):
+        """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4."""
+        if head_dim not in TILE_CONFIG_SM90:
+            raise ValueError(
+                f"head_dim {head_dim} not supported (supported: {list(TILE_CONFIG_SM90)})"
+            )
+        if n_bounds not in (0, 1, 2, 4):
+            raise ValueError(f"n_bounds must be 0, 1, 2 or 4, got {n_bounds}")
+        cfg_m, cfg_n, cfg_stages = TILE_CONFIG_SM90[head_dim]
+        self.dtype = dtype
+        self.head_dim = head_dim
+        self.causal = causal
+        self.n_bounds = n_bounds
+        self.has_lists = n_bounds > 0
+        self.tile_m = tile_m or cfg_m
+        self.tile_n = tile_n or cfg_n
+        self.num_stages = num_stages or cfg_stages
+        assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
+        self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
+        self.num_threads = self.num_mma_threads + THREADS_PER_WG
+
+    # ----------------------------------------------------------------------------------------
+    # Host side
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def __call__(
+        self,
+        mQ: cute.Tensor,  # (b, s_q, h, d)
+        mK: cute.Tensor,  # (b, s_k, h_kv, d)
+        mV: cute.Tensor,  # (b, s_k, h_kv, d)
+        mO: cute.Tensor,  # (b, s_q, h, d)
+        mLSE: cute.Tensor,  # (b, h, s_q) fp32
+        softmax_scale: Float32,
+        mBounds: cute.Tensor | None,  # (b, hm, s_k, n) int32
+        mPartialCnt: cute.Tensor | None,  # (b, hm, m_blocks) int32
+        mPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
+        mFullCnt: cute.Tensor | None,  # (b, hm, m_blocks) int32
+        mFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
+        stream: cuda.CUstream,
+    ):
+        # (b, s, h, d) -> (s, d, h, b): TMA tiles over (s, d).
+        mQ, mK, mV, mO = [_select(t, [1, 3, 2, 0]) for t in (mQ, mK, mV, mO)]
+
+        tiled_mma_qk = sm90_utils.make_trivial_tiled_mma(
+            self.dtype,
+            self.dtype,
+            cute.nvgpu.OperandMajorMode.K,
+            cute.nvgpu.OperandMajorMode.K,
+            Float32,
+            atom_layout_mnk=(NUM_CONSUMER_WARPGROUPS, 1, 1),
+            tiler_mn=(64, self.tile_n),
+        )
+        tiled_mma_pv = sm90_utils.make_trivial_tiled_mma(
+            self.dtype,
+            self.dtype,
+            cute.nvgpu.OperandMajorMode.K,
+            cute.nvgpu.OperandMajorMode.MN,
+            Float32,
+            atom_layout_mnk=(NUM_CONSUMER_WARPGROUPS, 1, 1),
+            tiler_mn=(64, self.head_dim),
+            a_source=warpgroup.OperandSource.RMEM,
+        )
+
+        sQ_layout = _smem_layout(self.dtype, self.tile_m, self.head_dim)
+        sK_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
+        sV_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
+        sO_layout = sQ_layout  # O is staged in sQ's buffer
+
+        stages = self.num_stages
+
+        @cute.struct
+        class SharedStorage:
+            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            sQ: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sQ_layout)], SMEM_ALIGN_BYTES
+            ]
+            sK: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], SMEM_ALIGN_BYTES
+            ]
+            sV: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], SMEM_ALIGN_BYTES
+            ]
+
+        self.shared_storage = SharedStorage
+
+        load_op = cpasync.CopyBulkTensorTileG2SOp()
+        store_op = cpasync.CopyBulkTensorTileS2GOp()
+        tma_atom_Q, tma_Q = cpasync.make_tiled_tma_atom(
+            load_op, mQ, sQ_layout, (self.tile_m, self.head_dim)
+        )
+        tma_atom_K, tma_K = cpasync.make_tiled_tma_atom(
+            load_op, mK, cute.select(sK_layout, mode=[0, 1]), (self.tile_n, self.head_dim), 1
+        )
+        tma_atom_V, tma_V = cpasync.make_tiled_tma_atom(
+            load_op, mV, cute.select(sV_layout, mode=[0, 1]), (self.tile_n, self.head_dim), 1
+        )
+        tma_atom_O, tma_O = cpasync.make_tiled_tma_atom(
+            store_op, mO, sO_layout, (self.tile_m, self.head_dim)
+        )
+        self.bytes_q = cute.size_in_bytes(self.dtype, sQ_layout)
+        self.bytes_kv = cute.size_in_bytes(self.dtype, cute.select(sK_layout, mode=[0, 1]))
+
+        grid = (
+            cute.ceil_div(cute.size(mQ.shape[0]), self.tile_m),
+            cute.size(mQ.shape[2]),
+            cute.size(mQ.shape[3]),
+        )
+        scale_log2 = softmax_scale * LOG2_E
+        self.kernel(
+            tma_Q,
+            tma_K,
+            tma_V,
+            tma_O,
+            mLSE,
+            mBounds,
+            mPartialCnt,
+            mPartialIdx,
+            mFullCnt,
+            mFullIdx,
+            tma_atom_Q,
+            tma_atom_K,
+            tma_atom_V,
+            tma_atom_O,
+            scale_log2,
+            sQ_layout,
+            sK_layout,
+            sV_layout,
+            tiled_mma_qk,
+            tiled_mma_pv,
+        ).launch(
+            grid=grid,
+            block=[self.num_threads, 1, 1],
+            stream=stream,
+            min_blocks_per_mp=1,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Device side
+    # ----------------------------------------------------------------------------------------
+    @cute.kernel
+    def kernel(
+        self,
+        mQ: cute.Tensor,  # TMA view (s_q, d, h, b)
+        mK: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mV: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mO: cute.Tensor,  # TMA view (s_q, d, h, b)
+        mLSE: cute.Tensor,  # (b, h, s_q)
+        mBounds: cute.Tensor | None,  # (b, hm, s_k, n)
+        mPartialCnt: cute.Tensor | None,  # (b, hm, m_blocks)
+        mPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks)
+        mFullCnt: cute.Tensor | None,  # (b, hm, m_blocks)
+        mFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks)
+        tma_atom_Q: cute.CopyAtom,
+        tma_atom_K: cute.CopyAtom,
+        tma_atom_V: cute.CopyAtom,
+        tma_atom_O: cute.CopyAtom,
+        scale_log2: Float32,
+        sQ_layout: cute.ComposedLayout,
+        sK_layout: cute.ComposedLayout,
+        sV_layout: cute.ComposedLayout,
+        tiled_mma_qk: cute.TiledMma,
+        tiled_mma_pv: cute.TiledMma,
+    ):
+        warp_idx = cute.arch.make_warp_uniform(cute.arch.warp_idx())
+        if warp_idx == 0:
+            for atom in (tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_O):
+                cpasync.prefetch_descriptor(atom)
+
+        smem = cutlass.memory.SmemAllocator()
+        storage = smem.allocate(self.shared_storage)
+
+        tma_warp = pipeline.CooperativeGroup(pipeline.Agent.Thread, 1)
+        mma_warps = pipeline.CooperativeGroup(
+            pipeline.Agent.Thread, self.num_mma_threads // cute.arch.WARP_SIZE
+        )
+        pipeline_q = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_q.data_ptr(),
+            num_stages=1,
+            producer_group=tma_warp,
+            consumer_group=mma_warps,
+            tx_count=self.bytes_q,
+            defer_sync=True,
+        )
+        pipeline_k = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_k.data_ptr(),
+            num_stages=self.num_stages,
+            producer_group=tma_warp,
+            consumer_group=mma_warps,
+            tx_count=self.bytes_kv,
+            defer_sync=True,
+        )
+        pipeline_v = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_v.data_ptr(),
+            num_stages=self.num_stages,
+            producer_group=tma_warp,
+            consumer_group=mma_warps,
+            tx_count=self.bytes_kv,
+            defer_sync=True,
+        )
+        cute.arch.mbarrier_init_fence()
+        cute.arch.sync_threads()
+
+        sQ = storage.sQ.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
+        sK = storage.sK.get_tensor(sK_layout.outer, swizzle=sK_layout.inner)
+        sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
+        sO = storage.sQ.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
+
+        # ---- which tile, and which n_blocks --------------------------------------------------
+        bidx, head, batch = cute.arch.block_idx()
+        seqlen_q = mQ.shape[0]
+        seqlen_k = mK.shape[0]
+        num_m_blocks = cute.ceil_div(seqlen_q, self.tile_m)
+        m_block = num_m_blocks - 1 - bidx  # longest rows first under causal masks
+        head_kv = head // (mQ.shape[2] // mK.shape[2])
+
+        n_total = Int32(0)
+        n_partial = Int32(0)
+        n_block_max = Int32(0)
+        mPIdx = None
+        mFIdx = None
+        mBoundsCur = None
+        if const_expr(self.has_lists):
+            head_m = head // (mQ.shape[2] // mPartialCnt.shape[1])
+            n_partial = mPartialCnt[batch, head_m, m_block]
+            n_total = n_partial + mFullCnt[batch, head_m, m_block]
+            mPIdx = mPartialIdx[batch, head_m, m_block, None]
+            mFIdx = mFullIdx[batch, head_m, m_block, None]
+            head_b = head // (mQ.shape[2] // mBounds.shape[1])
+            mBoundsCur = mBounds[batch, head_b, None, None]
+        else:
+            n_block_max = cute.ceil_div(seqlen_k, self.tile_n)
+            n_partial = Int32(1)
+            if const_expr(self.causal):
+                # Columns visible to the last row of the tile: j <= (m_block+1)*tile_m - 1 + off.
+                last = (m_block + 1) * self.tile_m + seqlen_k - seqlen_q
+                n_block_max = cutlass.min(
+                    n_block_max, (cutlass.max(last, 0) + self.tile_n - 1) // self.tile_n
+                )
+                # n_blocks below this one are visible to every row of the tile.
+                first = m_block * self.tile_m + seqlen_k - seqlen_q + 1
+                n_no_mask = cutlass.max(first, 0) // self.tile_n
+                n_partial = cutlass.max(n_block_max - n_no_mask, 1)
+            n_total = cutlass.max(n_block_max, 0)
+            n_partial = cutlass.min(n_partial, n_total)
+        blocks = (n_total, n_partial, n_block_max, mPIdx, mFIdx)
+
+        if warp_idx < 4:
+            cute.arch.setmaxregister_decrease(REGS_PRODUCER)
+            if warp_idx == 0:
+                self.load(
+                    mQ,
+                    mK,
+                    mV,
+                    sQ,
+                    sK,
+                    sV,
+                    tma_atom_Q,
+                    tma_atom_K,
+                    tma_atom_V,
+                    pipeline_q,
+                    pipeline_k,
+                    pipeline_v,
+                    m_block,
+                    head,
+                    head_kv,
+                    batch,
+                    blocks,
+                )
+        else:
+            cute.arch.setmaxregister_increase(REGS_CONSUMER)
+            tidx, _, _ = cute.arch.thread_idx()
+            self.mma(
+                tiled_mma_qk,
+                tiled_mma_pv,
+                mO,
+                mLSE,
+                mBoundsCur,
+                sQ,
+                sK,
+                sV,
+                sO,
+                tma_atom_O,
+                pipeline_q,
+                pipeline_k,
+                pipeline_v,
+                tidx - THREADS_PER_WG,
+                scale_log2,
+                m_block,
+                head,
+                batch,
+                seqlen_q,
+                seqlen_k,
+                blocks,
+            )
+
+    @cute.jit
+    def n_block_at(self, i: Int32, blocks: tuple) -> Int32:
+        """The i-th n_block of this m_block's sequence (partial ones first, each descending)."""
+        n_total, n_partial, n_block_max, mPIdx, mFIdx = blocks
+        n_block = Int32(0)
+        if const_expr(self.has_lists):
+            if i < n_partial:
+                n_block = mPIdx[n_partial - 1 - i]
+            else:
+                n_block = mFIdx[n_total - 1 - i]
+        else:
+            n_block = n_block_max - 1 - i
+        return n_block
+
+    # ----------------------------------------------------------------------------------------
+    # Producer warp
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def load(
+        self,
+        mQ: cute.Tensor,  # TMA view (s_q, d, h, b)
+        mK: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mV: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        sQ: cute.Tensor,  # (tile_m, d)
+        sK: cute.Tensor,  # (tile_n, d, stages)
+        sV: cute.Tensor,  # (tile_n, d, stages)
+        tma_atom_Q: cute.CopyAtom,
+        tma_atom_K: cute.CopyAtom,
+        tma_atom_V: cute.CopyAtom,
+        pipeline_q: pipeline.PipelineAsync,
+        pipeline_k: pipeline.PipelineAsync,
+        pipeline_v: pipeline.PipelineAsync,
+        m_block: Int32,
+        head: Int32,
+        head_kv: Int32,
+        batch: Int32,
+        blocks: tuple,
+    ):
+        n_total = blocks[0]
+        gQ = cute.local_tile(
+            mQ[None, None, head, batch], (self.tile_m, self.head_dim), (m_block, 0)
+        )
+        gK = cute.local_tile(
+            mK[None, None, head_kv, batch], (self.tile_n, self.head_dim), (None, 0)
+        )
+        gV = cute.local_tile(
+            mV[None, None, head_kv, batch], (self.tile_n, self.head_dim), (None, 0)
+        )
+        cta_layout = cute.make_layout(1)
+        tQsQ, tQgQ = cpasync.tma_partition(
+            tma_atom_Q, 0, cta_layout, cute.group_modes(sQ, 0, 2), cute.group_modes(gQ, 0, 2)
+        )
+        tKsK, tKgK = cpasync.tma_partition(
+            tma_atom_K, 0, cta_layout, cute.group_modes(sK, 0, 2), cute.group_modes(gK, 0, 2)
+        )
+        tVsV, tVgV = cpasync.tma_partition(
+            tma_atom_V, 0, cta_layout, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
+        )
+        # A tile with no visible key loads nothing (its consumers write zeros and -inf).
+        if n_total > 0:
+            kv_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Producer, self.num_stages
+            )
+            q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
+            n_block = self.n_block_at(Int32(0), blocks)
+            pipeline_k.producer_acquire(kv_state)
+            cute.copy(
+                tma_atom_K,
+                tKgK[None, n_block],
+                tKsK[None, kv_state.index],
+                tma_bar_ptr=pipeline_k.producer_get_barrier(kv_state),
+            )
+            pipeline_q.producer_acquire(q_state)
+            cute.copy(tma_atom_Q, tQgQ, tQsQ, tma_bar_ptr=pipeline_q.producer_get_barrier(q_state))
+            # K of block i goes out before V of block i - 1: the consumers' next Q K^T is
+            # issued before the current P V (intra-warpgroup overlap).
+            for i in cutlass.range(1, n_total, unroll=1):
+                n_block_prev = n_block
+                n_block = self.n_block_at(i, blocks)
+                state_prev = kv_state.clone()
+                kv_state.advance()
+                pipeline_k.producer_acquire(kv_state)
+                cute.copy(
+                    tma_atom_K,
+                    tKgK[None, n_block],
+                    tKsK[None, kv_state.index],
+                    tma_bar_ptr=pipeline_k.producer_get_barrier(kv_state),
+                )
+                pipeline_v.producer_acquire(state_prev)
+                cute.copy(
+                    tma_atom_V,
+                    tVgV[None, n_block_prev],
+                    tVsV[None, state_prev.index],
+                    tma_bar_ptr=pipeline_v.producer_get_barrier(state_prev),
+                )
+            pipeline_v.producer_acquire(kv_state)
+            cute.copy(
+                tma_atom_V,
+                tVgV[None, n_block],
+                tVsV[None, kv_state.index],
+                tma_bar_ptr=pipeline_v.producer_get_barrier(kv_state),
+            )
+
+    # ----------------------------------------------------------------------------------------
+    # Consumer warpgroups
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def mma(
+        self,
+        tiled_mma_qk: cute.TiledMma,
+        tiled_mma_pv: cute.TiledMma,
+        mO: cute.Tensor,  # TMA view (s_q, d, h, b)
+        mLSE: cute.Tensor,  # (b, h, s_q)
+        mBoundsCur: cute.Tensor | None,  # (s_k, n) bounds of this (batch, mask head)
+        sQ: cute.Tensor,  # (tile_m, d)
+        sK: cute.Tensor,  # (tile_n, d, stages)
+        sV: cute.Tensor,  # (tile_n, d, stages)
+        sO: cute.Tensor,  # (tile_m, d), aliases sQ
+        tma_atom_O: cute.CopyAtom,
+        pipeline_q: pipeline.PipelineAsync,
+        pipeline_k: pipeline.PipelineAsync,
+        pipeline_v: pipeline.PipelineAsync,
+        tidx: Int32,  # 0 .. num_mma_threads - 1
+        scale_log2: Float32,
+        m_block: Int32,
+        head: Int32,
+        batch: Int32,
+        seqlen_q: Int32,
+        seqlen_k: Int32,
+        blocks: tuple,
+    ):
+        n_total, n_partial = blocks[0], blocks[1]
+        wg_idx = cute.arch.make_warp_uniform(tidx // THREADS_PER_WG)
+        wg_mma_qk = tiled_mma_qk.get_slice(wg_idx * THREADS_PER_WG)
+        wg_mma_pv = tiled_mma_pv.get_slice(wg_idx * THREADS_PER_WG)
+        thr_mma_qk = tiled_mma_qk.get_slice(tidx)
+        thr_mma_pv = tiled_mma_pv.get_slice(tidx)
+        tSrQ = wg_mma_qk.make_fragment_A(wg_mma_qk.partition_A(sQ))
+        tSrK = wg_mma_qk.make_fragment_B(wg_mma_qk.partition_B(sK))
+        sVt = _transpose_view(sV)
+        tOrVt = wg_mma_pv.make_fragment_B(wg_mma_pv.partition_B(sVt))
+        tOrP = wg_mma_pv.make_fragment_A(wg_mma_pv.partition_shape_A((self.tile_m, self.tile_n)))
+        acc_shape_S = wg_mma_qk.partition_shape_C((self.tile_m, self.tile_n))
+        acc_O = cute.make_rmem_tensor(
+            wg_mma_pv.partition_shape_C((self.tile_m, self.head_dim)), Float32
+        )
+        cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
+        tScS_mn = acc_to_mn(thr_mma_qk.partition_C(cS))
+
+        softmax = OnlineSoftmax(scale_log2, cute.size(tScS_mn, mode=[0]))
+        softmax.reset()
+        acc_O.fill(0.0)
+
+        # Ping-pong: the first warpgroup starts with its barrier already half-arrived.
+        if wg_idx == 0:
+            cute.arch.barrier_arrive(
+                barrier_id=int(NamedBarrierFwd.WarpSchedulerWG1),
+                number_of_threads=2 * THREADS_PER_WG,
+            )
+
+        ctx = (
+            tSrQ,
+            tSrK,
+            tOrVt,
+            tOrP,
+            acc_O,
+            acc_shape_S,
+            tScS_mn,
+            softmax,
+            mBoundsCur,
+            m_block,
+            seqlen_q,
+            seqlen_k,
+            wg_idx,
+            tiled_mma_qk,
+            tiled_mma_pv,
+            pipeline_k,
+            pipeline_v,
+        )
+
+        if n_total > 0:
+            q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
+            pipeline_q.consumer_wait(q_state)
+            kv_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Consumer, self.num_stages
+            )
+            # First block: S only (its P V is issued together with the next block's S).
+            n_block = self.n_block_at(Int32(0), blocks)
+            bits = self.tile_mask_bits(n_block, ctx)
+            pipeline_k.consumer_wait(kv_state)
+            acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
+            _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, 0)
+            pipeline_k.consumer_release(kv_state)
+            if n_partial > 0:
+                apply_mask_bits(acc_S, bits)
+            softmax.step(acc_S, is_first=True)
+            tOrP.store(acc_to_frg_a(acc_S).load().to(self.dtype))
+            # Partial blocks (element-wise mask), then unmasked blocks (no mask work at all).
+            for i in cutlass.range(1, n_partial, unroll=1):
+                kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
+            for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
+                kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
+            # Last P V.
+            pipeline_v.consumer_wait(kv_state)
+            _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
+            pipeline_v.consumer_release(kv_state)
+
+        row_scale = softmax.finalize()
+        softmax.rescale_o(acc_O, row_scale)
+        self.epilogue(
+            acc_O,
+            softmax.row_sum,
+            mO,
+            mLSE,
+            sO,
+            tma_atom_O,
+            tiled_mma_pv,
+            thr_mma_pv,
+            tidx,
+            m_block,
+            head,
+            batch,
+            seqlen_q,
+        )
+
+    @cute.jit
+    def tile_mask_bits(self, n_block: Int32, ctx: tuple) -> cute.Tensor:
+        """Mask bits of one partial tile (computed before its scores exist)."""
+        tScS_mn, mBoundsCur, m_block, seqlen_q, seqlen_k = ctx[6], ctx[8], ctx[9], ctx[10], ctx[11]
+        return mask_bits(
+            tScS_mn,
+            mBoundsCur,
+            m_block,
+            n_block,
+            seqlen_q,
+            seqlen_k,
+            self.tile_m,
+            self.tile_n,
+            self.causal,
+            self.n_bounds,
+        )
+
+    @cute.jit
+    def mma_one_n_block(
+        self,
+        kv_state: pipeline.PipelineState,
+        n_block: Int32,
+        masked: cutlass.Constexpr[bool],
+        ctx: tuple,
+    ) -> pipeline.PipelineState:
+        """S = Q K^T of this block overlapped with O += P V of the previous one."""
+        (tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax) = ctx[:8]
+        wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v = ctx[12:]
+        state_v = kv_state.clone()
+        kv_state.advance()
+        bits = None
+        if const_expr(masked):
+            bits = self.tile_mask_bits(n_block, ctx)
+        pipeline_k.consumer_wait(kv_state)
+        self.scheduler_sync(wg_idx)
+        acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
+        _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+        pipeline_v.consumer_wait(state_v)
+        _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, state_v.index], False, -1)
+        self.scheduler_arrive(wg_idx)
+        warpgroup.wait_group(1)
+        pipeline_k.consumer_release(kv_state)
+        if const_expr(masked):
+            apply_mask_bits(acc_S, bits)
+        row_scale = softmax.step(acc_S, is_first=False)
+        warpgroup.wait_group(0)
+        pipeline_v.consumer_release(state_v)
+        tOrP.store(acc_to_frg_a(acc_S).load().to(self.dtype))
+        softmax.rescale_o(acc_O, row_scale)
+        return kv_state
+
+    @cute.jit
+    def scheduler_sync(self, wg_idx: Int32) -> None:
+        """Wait for this warpgroup's turn to issue GEMMs."""
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierFwd.WarpSchedulerWG1) + wg_idx,
+            number_of_threads=2 * THREADS_PER_WG,
+        )
+
+    @cute.jit
+    def scheduler_arrive(self, wg_idx: Int32) -> None:
+        """Hand the turn to the other consumer warpgroup."""
+        cute.arch.barrier_arrive(
+            barrier_id=int(NamedBarrierFwd.WarpSchedulerWG1) + 1 - wg_idx,
+            number_of_threads=2 * THREADS_PER_WG,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Epilogue
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def epilogue(
+        self,
+        acc_O: cute.Tensor,
+        lse: cute.Tensor,  # one value per row of this thread
+        mO: cute.Tensor,  # TMA view (s_q, d, h, b)
+        mLSE: cute.Tensor,  # (b, h, s_q)
+        sO: cute.Tensor,  # (tile_m, d), aliases sQ
+        tma_atom_O: cute.CopyAtom,
+        tiled_mma_pv: cute.TiledMma,
+        thr_mma_pv: cute.ThrMma,
+        tidx: Int32,
+        m_block: Int32,
+        head: Int32,
+        batch: Int32,
+        seqlen_q: Int32,
+    ):
+        rO = cute.make_rmem_tensor(acc_O.shape, self.dtype)
+        rO.store(acc_O.load().to(self.dtype))
+        # Every consumer must be done reading sQ (its last Q K^T) before O overwrites it.
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierFwd.Epilogue), number_of_threads=self.num_mma_threads
+        )
+        smem_copy_atom = cute.make_copy_atom(
+            warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
+        )
+        smem_thr_copy = cute.make_tiled_copy_C(smem_copy_atom, tiled_mma_pv).get_slice(tidx)
+        cute.copy(smem_copy_atom, smem_thr_copy.retile(rO), smem_thr_copy.partition_D(sO))
+
+        # lse: the first thread of each row quad writes its rows.
+        tOcO_mn = acc_to_mn(
+            thr_mma_pv.partition_C(cute.make_identity_tensor((self.tile_m, self.head_dim)))
+        )
+        if tOcO_mn[0, 0][1] == 0:
+            for r in cutlass.range_constexpr(cute.size(tOcO_mn, mode=[0])):
+                row = m_block * self.tile_m + tOcO_mn[r, 0][0]
+                if row < seqlen_q:
+                    mLSE[batch, head, row] = lse[r]
+
+        cute.arch.fence_view_async_shared()
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierFwd.Epilogue), number_of_threads=self.num_mma_threads
+        )
+        if tidx < cute.arch.WARP_SIZE:
+            gO = cute.local_tile(
+                mO[None, None, head, batch], (self.tile_m, self.head_dim), (m_block, 0)
+            )
+            tOsO, tOgO = cpasync.tma_partition(
+                tma_atom_O,
+                0,
+                cute.make_layout(1),
+                cute.group_modes(sO, 0, 2),
+                cute.group_modes(gO, 0, 2),
+            )
+            cute.copy(tma_atom_O, tOsO, tOgO)
+            cute.arch.cp_async_bulk_commit_group()
+            cute.arch.cp_async_bulk_wait_group(0, read=True)

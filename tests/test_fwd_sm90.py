@@ -1,0 +1,232 @@
+"""Tests of fm4's Hopper forward kernel (fm4/cute_kernels/fwd_sm90.py).
+
+CPU: the kernel compiles for sm_90a on fake tensors; its PTX has wgmma and no local memory.
+GPU (sm_90, ``@pytest.mark.gpu``): out and lse against fm4.reference.attention_ref, with the
+kernel's error at most a small multiple of a same-precision PyTorch computation's error.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tests.helpers import MODES, random_bounds
+
+SHAPES = [(1, 1), (113, 203), (1023, 1024), (256, 256), (384, 200)]
+SMOKE_SHAPES = [(113, 203), (1023, 1024)]
+
+
+def _has_cutlass() -> bool:
+    try:
+        import cutlass  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _sm90() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: compile for sm_90a
+# ---------------------------------------------------------------------------------------------
+_COMPILE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from fm4.cute_kernels.fwd_launch import _compile_fwd
+    _compile_fwd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4]))
+    """
+)
+
+
+@pytest.mark.skipif(not _has_cutlass(), reason="needs nvidia-cutlass-dsl (CuTe DSL)")
+@pytest.mark.parametrize(
+    "dtype,head_dim,causal,n_bounds",
+    [("BFloat16", 128, False, 0), ("BFloat16", 128, True, 2), ("Float16", 64, False, 4)],
+)
+def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds):
+    env = dict(os.environ)
+    env.update(
+        CUTE_DSL_ARCH="sm_90a",
+        CUTE_DSL_KEEP="ptx",
+        CUTE_DSL_DUMP_DIR=str(tmp_path),
+        PYTHONPATH=os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")]),
+    )
+    args = [dtype, str(head_dim), "1" if causal else "0", str(n_bounds)]
+    res = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    ptx_files = glob.glob(str(tmp_path / "*.ptx"))
+    assert ptx_files, "no PTX was kept"
+    with open(ptx_files[0]) as f:
+        ptx = f.read()
+    assert "wgmma.mma_async" in ptx
+    assert "setmaxnreg" in ptx
+    assert "cp.async.bulk.tensor" in ptx
+    assert "st.local" not in ptx and "ld.local" not in ptx
+    ptxas = shutil.which("ptxas")
+    if ptxas is not None:
+        rep = subprocess.run(
+            [ptxas, "-arch=sm_90a", "-v", ptx_files[0], "-o", str(tmp_path / "k.cubin")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert rep.returncode == 0, rep.stderr[-4000:]
+        assert "0 bytes spill stores" in rep.stderr, rep.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: correctness
+# ---------------------------------------------------------------------------------------------
+def _inputs(B, sq, sk, H, Hkv, D, dtype):
+    q = torch.randn(B, sq, H, D, device="cuda", dtype=dtype)
+    k = torch.randn(B, sk, Hkv, D, device="cuda", dtype=dtype)
+    v = torch.randn(B, sk, Hkv, D, device="cuda", dtype=dtype)
+    return q, k, v
+
+
+def _check(q, k, v, sri, causal, out, lse):
+    from fm4.reference import attention_ref
+
+    out_ref, lse_ref = attention_ref(q, k, v, sri, causal=causal)
+    out_pt, _ = attention_ref(q, k, v, sri, causal=causal, upcast=False)
+    assert not torch.isnan(out).any(), "NaN in out"
+    assert not torch.isnan(lse).any(), "NaN in lse"
+    err = (out.float() - out_ref.float()).abs().max().item()
+    err_pt = (out_pt.float() - out_ref.float()).abs().max().item()
+    assert err <= 2 * err_pt + 1e-3, f"out max err {err:.3e} vs PyTorch's {err_pt:.3e}"
+    seen = torch.isfinite(lse_ref)
+    assert torch.equal(seen, torch.isfinite(lse)), "rows with no visible key differ"
+    assert (out[~seen.permute(0, 2, 1)] == 0).all(), "rows with no visible key must be 0"
+    lse_err = (lse[seen] - lse_ref[seen]).abs().max().item() if seen.any() else 0.0
+    assert lse_err <= 1e-3 * max(1.0, lse_ref[seen].abs().max().item()), f"lse err {lse_err}"
+    return err, err_pt
+
+
+needs_sm90 = pytest.mark.skipif(not _sm90(), reason="needs an sm_90 (Hopper) GPU")
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fwd_dense(sq, sk, causal, dtype):
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    q, k, v = _inputs(2, sq, sk, 4, 2, 128, dtype)
+    out, lse = attention_fwd_sm90(q, k, v, None, causal)
+    _check(q, k, v, None, causal, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SMOKE_SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_fwd_dense_d64(sq, sk, causal):
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    q, k, v = _inputs(2, sq, sk, 4, 1, 64, torch.bfloat16)
+    out, lse = attention_fwd_sm90(q, k, v, None, causal)
+    _check(q, k, v, None, causal, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal,n", MODES)
+@pytest.mark.parametrize("hm", [1, 4])
+def test_fwd_bounds(sq, sk, causal, n, hm):
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    gen = torch.Generator().manual_seed(sq * 7 + sk + n)
+    q, k, v = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16)
+    sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
+    out, lse = attention_fwd_sm90(q, k, v, sri, causal)
+    _check(q, k, v, sri, causal, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("causal,n", [(True, 0), (False, 2)])
+def test_fwd_d256(causal, n):
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = _inputs(1, 300, 451, 2, 1, 256, torch.bfloat16)
+    sri = random_bounds(1, 1, 300, 451, n, gen, causal).cuda() if n else None
+    out, lse = attention_fwd_sm90(q, k, v, sri, causal)
+    _check(q, k, v, sri, causal, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_fwd_bounds_d64_fp16():
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = _inputs(1, 500, 700, 2, 2, 64, torch.float16)
+    sri = random_bounds(1, 2, 500, 700, 2, gen, False).cuda()
+    out, lse = attention_fwd_sm90(q, k, v, sri, False)
+    _check(q, k, v, sri, False, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_fwd_fully_masked_rows_and_tiles():
+    """Rows [0, 300) see nothing (n == 4 intervals cover them): out 0, lse -inf, no NaN."""
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    sq = sk = 640
+    q, k, v = _inputs(1, sq, sk, 2, 2, 128, torch.bfloat16)
+    sri = torch.zeros(1, 1, sk, 4, dtype=torch.int32)
+    sri[..., 0], sri[..., 1] = 0, 300  # rows [0, 300) masked in every column
+    sri[..., 2], sri[..., 3] = 500, 520
+    sri = sri.cuda()
+    out, lse = attention_fwd_sm90(q, k, v, sri, False)
+    assert torch.isneginf(lse[:, :, :300]).all()
+    assert (out[:, :300] == 0).all()
+    _check(q, k, v, sri, False, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_fwd_causal_sq_longer_than_sk():
+    """Bottom-right causal with Sq > Sk: the first Sq - Sk rows see nothing."""
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    q, k, v = _inputs(1, 700, 150, 2, 1, 128, torch.bfloat16)
+    out, lse = attention_fwd_sm90(q, k, v, None, True)
+    _check(q, k, v, None, True, out, lse)
+    assert torch.isneginf(lse[:, :, : 700 - 150]).all()
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_fwd_writes_every_element():
+    """Every element of out and lse is written (memory poisoned with NaN before each call)."""
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    q, k, v = _inputs(2, 333, 333, 4, 4, 128, torch.bfloat16)
+    for _ in range(2):
+        # Leave NaN in the memory the caching allocator hands out next for out and lse.
+        poison = [torch.full_like(q, math.nan), torch.full((2, 4, 333), math.nan, device="cuda")]
+        del poison
+        out, lse = attention_fwd_sm90(q, k, v, None, False)
+        assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    _check(q, k, v, None, False, out, lse)
