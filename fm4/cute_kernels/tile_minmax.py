@@ -47,6 +47,15 @@ import cutlass.cute as cute
 import torch
 from cutlass import Int32, const_expr
 
+from fm4.cute_kernels.compile_utils import (
+    compile_options,
+    device_arch,
+    fake_compact_tensor,
+    fake_env_stream,
+    get_or_compile,
+    launch_on,
+)
+
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
 _WARP = 32
@@ -174,21 +183,8 @@ class BlockMinMax:
 def _fake_tensors(n: int) -> tuple[Any, Any]:
     """Fake compact int32 tensors with symbolic B, Hm, Sk, Nt (int32 shapes and strides)."""
     b, hm, sk, nt = (cute.sym_int32() for _ in range(4))
-    align = 4 * n  # a column's n bounds: one vector load
-    sri = cute.runtime.make_fake_compact_tensor(
-        cutlass.Int32,
-        (b, hm, sk, n),
-        stride_order=(3, 2, 1, 0),
-        assumed_align=align,
-        use_32bit_stride=True,
-    )
-    out = cute.runtime.make_fake_compact_tensor(
-        cutlass.Int32,
-        (b, hm, nt, n, 2),
-        stride_order=(4, 3, 2, 1, 0),
-        assumed_align=4,
-        use_32bit_stride=True,
-    )
+    sri = fake_compact_tensor(cutlass.Int32, (b, hm, sk, n), align=4 * n)  # one vector load
+    out = fake_compact_tensor(cutlass.Int32, (b, hm, nt, n, 2))
     return sri, out
 
 
@@ -205,26 +201,17 @@ def compile_block_minmax(
     launches on the current torch stream.
     """
     sri, out = _fake_tensors(n)
-    options = f"--enable-tvm-ffi {options}".strip()
-    if arch is not None:
-        options += f" --gpu-arch {arch}"
     return cute.compile(
         BlockMinMax(n, causal, tile_n),
         sri,
         out,
         Int32(0),
-        cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True),
-        options=options,
+        fake_env_stream(),
+        options=compile_options(arch, options),
     )
 
 
 _compile_cache: dict[tuple[int, bool, int, str], Any] = {}
-
-
-def _device_arch(device: torch.device) -> str:
-    major, minor = torch.cuda.get_device_capability(device)
-    suffix = "a" if major in (9, 10) else ""
-    return f"sm_{major}{minor}{suffix}"
 
 
 def block_minmax_cute(sri: torch.Tensor, causal: bool, seqlen_q: int, tile_n: int) -> torch.Tensor:
@@ -259,10 +246,9 @@ def block_minmax_cute(sri: torch.Tensor, causal: bool, seqlen_q: int, tile_n: in
     # Canonical strides (torch calls a tensor contiguous whatever the strides of its size-1
     # dimensions; the compiled kernel has the strides of Sk and n static).
     sri = sri.as_strided(sri.shape, (Hm * Sk * n, Sk * n, n, 1))
-    key = (n, bool(causal), tile_n, _device_arch(sri.device))
-    fn = _compile_cache.get(key)
-    if fn is None:
-        fn = _compile_cache[key] = compile_block_minmax(n, bool(causal), tile_n, arch=key[3])
-    with torch.cuda.device(sri.device):
-        fn(sri, out, seqlen_q)
+    key = (n, bool(causal), tile_n, device_arch(sri.device))
+    fn = get_or_compile(
+        _compile_cache, key, lambda: compile_block_minmax(n, bool(causal), tile_n, arch=key[3])
+    )
+    launch_on(sri.device, fn, sri, out, seqlen_q)
     return out

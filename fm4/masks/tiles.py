@@ -10,6 +10,8 @@ The hot path never builds a dense mask. It takes the per-n_block minimum and max
 (normalised) bound, O(B·Hm·Sk) (`block_minmax`; a CuTe DSL kernel on CUDA), then classifies
 every tile from those, O(B·Hm·Mt·Nt) (`classify_tiles`), then turns the flags into per-m_block
 lists of n_blocks (forward) and per-n_block lists of m_blocks (backward) (`build_tile_lists`).
+On CUDA, `build_tile_lists` does the classification and both lists in one CuTe DSL launch after
+the min/max one (`fm4.cute_kernels.tile_lists`), with the same results as the torch code here.
 
 The min/max test may be conservative (call a fully masked tile partial, when a column's rows are
 covered only by the union of two intervals), never wrong the other way. `classify_tiles_exact`
@@ -254,12 +256,26 @@ def build_tile_lists(
     *,
     impl: str = "auto",
     backward: bool = True,
+    device: torch.device | str | None = None,
 ) -> TileLists:
     """Tile flags and lists for a mask, computed on the bounds' device (no dense mask).
 
     ``backward=False`` skips the per-n_block lists (the forward does not need them).
+    ``impl``: 'auto' (by device), 'torch' (`classify_tiles` + `TileLists.from_flags`) or 'cute'
+    (on CUDA: the min/max kernel and the lists kernel of `fm4.cute_kernels.tile_lists`, two
+    launches, bit-identical results). Without bounds, ``device`` says where the lists go
+    (default: the CPU).
     """
     if tile_m <= 0 or tile_n <= 0:
         raise ValueError(f"tile sizes must be positive, got tile_m={tile_m}, tile_n={tile_n}")
+    if impl not in ("auto", "torch", "cute"):
+        raise ValueError(f"impl={impl!r}: choose 'auto', 'torch' or 'cute'")
+    dev = sri.device if sri is not None else torch.device(device if device is not None else "cpu")
+    if impl == "cute" or (impl == "auto" and dev.type == "cuda"):
+        from fm4.cute_kernels.tile_lists import build_tile_lists_cute
+
+        return build_tile_lists_cute(
+            sri, causal, seqlen_q, seqlen_k, tile_m, tile_n, backward=backward, device=dev
+        )
     flags = classify_tiles(sri, causal, seqlen_q, seqlen_k, tile_m, tile_n, impl=impl)
-    return TileLists.from_flags(flags, tile_m, tile_n, backward=backward)
+    return TileLists.from_flags(flags.to(dev), tile_m, tile_n, backward=backward)
