@@ -12,8 +12,6 @@ never recompiles.
 from __future__ import annotations
 
 import math
-import os
-from functools import cache
 from typing import Any
 
 import torch
@@ -84,13 +82,15 @@ def _fake(dtype: Any, shape: tuple, divisibility: int) -> Any:
     return cute.runtime.make_fake_tensor(dtype, shape, stride=stride, assumed_align=align)
 
 
-@cache
 def _compile_fwd(dtype_name: str, head_dim: int, causal: bool, n_bounds: int) -> Any:
-    """Compile one configuration; everything data-dependent stays symbolic."""
-    os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
+    """Compile one configuration for sm_90a; everything data-dependent stays symbolic.
+
+    The compile-time configuration is exactly these arguments (the compile cache key).
+    """
     import cutlass
     import cutlass.cute as cute
 
+    from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
     from fm4.cute_kernels.fwd_sm90 import FlashMaskFwdSm90
 
     dtype = getattr(cutlass, dtype_name)
@@ -110,7 +110,6 @@ def _compile_fwd(dtype_name: str, head_dim: int, causal: bool, n_bounds: int) ->
             _fake(cutlass.Int32, (b, hm_l, m_blocks), 1),
             _fake(cutlass.Int32, (b, hm_l, m_blocks, n_blocks), 1),
         ]
-    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
     kernel = FlashMaskFwdSm90(dtype, head_dim, causal, n_bounds)
     return cute.compile(
         kernel,
@@ -121,9 +120,12 @@ def _compile_fwd(dtype_name: str, head_dim: int, causal: bool, n_bounds: int) ->
         lse,
         cutlass.Float32(1.0),
         *mask_args,
-        stream,
-        options="--enable-tvm-ffi",
+        fake_env_stream(),
+        options=compile_options("sm_90a"),
     )
+
+
+_compiled: dict[tuple[str, int, bool, int], Any] = {}
 
 
 def attention_fwd_sm90(
@@ -177,7 +179,9 @@ def attention_fwd_sm90(
             tile_lists.fwd_full_cnt.contiguous(),
             tile_lists.fwd_full_idx.contiguous(),
         ]
-    compiled = _compile_fwd(TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
-    with torch.cuda.device(q.device):
-        compiled(q, k, v, out, lse, scale, *mask_args)
+    from fm4.cute_kernels.compile_utils import get_or_compile, launch_on
+
+    key = (TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
+    compiled = get_or_compile(_compiled, key, lambda: _compile_fwd(*key))
+    launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args)
     return out, lse

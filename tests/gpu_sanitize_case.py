@@ -1,0 +1,31 @@
+"""A small fm4.attention case per mask mode, for compute-sanitizer (memcheck, racecheck).
+
+Run on an sm_90 GPU:  compute-sanitizer --tool memcheck --report-api-errors no \\
+    python3 tests/gpu_sanitize_case.py
+"""
+
+from __future__ import annotations
+
+import torch
+
+import fm4
+from tests.helpers import MODES, random_bounds
+
+
+def main() -> None:
+    B, Sq, Sk, H, Hkv, D = 1, 200, 300, 2, 1, 128
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(B, Sq, H, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)
+    for causal in (False, True):
+        fm4.attention(q, k, v, causal=causal)
+    for causal, n in MODES:
+        sri = random_bounds(B, H, Sq, Sk, n, gen, causal).cuda()
+        fm4.attention(q, k, v, sri, causal=causal)
+    torch.cuda.synchronize()
+    print("sanitize case: done")
+
+
+if __name__ == "__main__":
+    main()
