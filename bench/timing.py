@@ -1,0 +1,103 @@
+"""Timing with CUDA events: median of per-iteration times after warm-up.
+
+Each iteration records its own pair of events, so work that must happen before the timed region
+(the forward before a timed backward) can run untimed in the same loop. The number of
+iterations adapts to the call's length: at least ``min_reps``, at most ``max_reps``, about
+``target_ms`` of GPU time in total.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Timing:
+    """Per-iteration times in milliseconds and their median."""
+
+    times_ms: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the iterations were."""
+        if len(self.times_ms) < 2:
+            return 0.0
+        return (max(self.times_ms) - min(self.times_ms)) / self.median_ms
+
+
+def reps_for(estimate_ms: float, *, min_reps: int, max_reps: int, target_ms: float) -> int:
+    """Iterations to run for a call of ``estimate_ms``: about ``target_ms`` in total, clamped."""
+    if not estimate_ms or estimate_ms <= 0:
+        return max_reps
+    return int(max(min_reps, min(max_reps, round(target_ms / estimate_ms))))
+
+
+def time_cuda(
+    run: Callable[[], object],
+    *,
+    setup: Callable[[], object] | None = None,
+    warmup: int = 1,
+    min_reps: int = 3,
+    max_reps: int = 20,
+    target_ms: float = 300.0,
+) -> Timing:
+    """Median-able CUDA-event times of ``run()`` (``setup()`` runs untimed before each call)."""
+    for _ in range(warmup):
+        if setup is not None:
+            setup()
+        run()
+    torch.cuda.synchronize()
+
+    def one() -> tuple[torch.cuda.Event, torch.cuda.Event]:
+        if setup is not None:
+            setup()
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        return start, end
+
+    s, e = one()
+    torch.cuda.synchronize()
+    first = s.elapsed_time(e)
+    events = [
+        one()
+        for _ in range(
+            reps_for(first, min_reps=min_reps, max_reps=max_reps, target_ms=target_ms) - 1
+        )
+    ]
+    torch.cuda.synchronize()
+    return Timing([first] + [a.elapsed_time(b) for a, b in events])
+
+
+def time_host(run: Callable[[], object], *, reps: int = 3) -> Timing:
+    """Wall-clock times of ``run()`` on the host (for the CPU demo), synchronizing CUDA if used."""
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return Timing(out)
+
+
+def first_call_s(run: Callable[[], object]) -> float:
+    """Seconds of one call including compilation (synchronized)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0

@@ -1,0 +1,279 @@
+"""CPU tests of the benchmark harness: FLOP counting, density, checks, plans, output writing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench import anchors, cli, flops, report
+from bench.check import check_output, check_rows
+from bench.peers import IMPLS, flex_column_mask_mod, make_impls
+from bench.report import Row
+from bench.runner import Collector, _Acc
+from bench.suite import SEEDED_MASKS, Case, batch_for, build_cases, fmt_len, parse_len
+from bench.timing import Timing, reps_for
+from fm4.masks.registry import make_mask, mask_names
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def test_flops_conventions():
+    # 2 products of 2 FLOPs per multiply-add, D = Dv = 128: 512 FLOPs per visible pair.
+    assert flops.fwd_flops_per_pair(128) == 512
+    assert flops.flops(10, 128, "fwd") == 5120
+    assert flops.flops(10, 128, "bwd") == 2.5 * 5120
+    assert flops.flops(10, 128, "fwd+bwd") == 3.5 * 5120
+    with pytest.raises(ValueError, match="direction"):
+        flops.direction_factor("sideways")
+
+
+def test_tflops_matches_the_anchor_convention():
+    # Anchor row: causal 8K, FA4 mask_mod, density 0.5078125, 14.3378 ms -> 623.08 TFLOP/s.
+    w = flops.MaskWork(16, 32, 8192, 8192, 128, density=0.5078125, visible_pairs=1)
+    assert w.tflops_block("fwd", 14.337759971618652) == pytest.approx(623.077, rel=1e-4)
+    assert w.tflops_block("fwd+bwd", 57.23468780517578) == pytest.approx(546.301, rel=1e-4)
+    assert math.isnan(flops.tflops_per_s(1e12, 0.0))
+
+
+def test_mask_work_density_and_exact_pairs():
+    s = 512
+    causal = make_mask("causal", s)
+    w = flops.mask_work(causal, batch=2, heads=4, head_dim=64)
+    assert w.visible_pairs == 2 * 4 * s * (s + 1) // 2  # exact lower triangle
+    mt = s // 128
+    assert w.density == pytest.approx((mt * (mt + 1) / 2) / mt**2)  # diagonal tiles count
+    assert w.flops_exact("fwd") == w.visible_pairs * 4 * 64
+    assert w.flops_block("fwd") >= w.flops_exact("fwd")
+    full = flops.mask_work(make_mask("full", s), batch=3, heads=2, head_dim=64)
+    assert full.density == 1.0 and full.visible_fraction == 1.0
+
+
+def test_mask_work_per_head_mask():
+    m = make_mask("random_eviction", 256, batch=2, num_heads=4)
+    w = flops.mask_work(m, batch=2, heads=4, head_dim=32)
+    dense = m.to_dense()  # [B, H, S, S]
+    assert w.visible_pairs == int(dense.sum())
+
+
+# ----------------------------------------------------------------------------- suite and plans
+def test_suite_configuration():
+    assert parse_len("8K") == 8192 and parse_len("128k") == 131072 and parse_len("1000") == 1000
+    assert fmt_len(32768) == "32K"
+    assert [batch_for(s) for s in (8192, 32768, 131072)] == [16, 4, 1]
+    cases = build_cases([(8192, ["causal", "document"])], head_dims=[128], gqa=True, splits=5)
+    assert [c.mask for c in cases].count("document") == 5
+    assert [c.mask for c in cases].count("causal") == 1
+    assert all(c.kv_heads == 8 and c.heads == 32 for c in cases)
+    assert "document" in SEEDED_MASKS
+    with pytest.raises(ValueError, match="unknown mask"):
+        build_cases([(8192, ["nope"])], head_dims=[128])
+
+
+def test_plans_from_flags():
+    p = cli.build_parser()
+    plan, dirs, impls, splits = cli.make_plan(p.parse_args([]))
+    assert plan == cli.DEFAULT_PLAN and splits == 1 and "fa4_mask_mod" in impls
+    assert set(cli.ALL_MASKS) == set(mask_names())
+    plan, dirs, impls, splits = cli.make_plan(p.parse_args(["--quick"]))
+    assert plan == cli.QUICK_PLAN and dirs[8192] == ["fwd"]
+    args = p.parse_args(
+        [
+            "--masks",
+            "causal",
+            "--seqlens",
+            "8K,32K",
+            "--directions",
+            "bwd",
+            "--impls",
+            "all",
+            "--splits",
+            "3",
+        ]
+    )
+    plan, dirs, impls, splits = cli.make_plan(args)
+    assert plan == [(8192, ["causal"]), (32768, ["causal"])]
+    assert dirs == {8192: ["bwd"], 32768: ["bwd"]} and impls == cli.ALL_IMPLS and splits == 3
+    assert set(cli.ALL_IMPLS) == set(IMPLS)
+    with pytest.raises(ValueError, match="unknown implementation"):
+        make_impls(["nope"], torch.device("cpu"))
+
+
+def test_impls_skip_with_reasons_on_cpu():
+    for impl in make_impls(cli.ALL_IMPLS, torch.device("cpu")):
+        ok, why = impl.available()
+        assert not ok and why  # nothing runs on the CPU, and each says why
+    dense = IMPLS["fa4_dense"](torch.device("cpu"))
+    assert dense.applies(Case("document", 8192, 16, 32, 32, 128))[0] is False
+    assert dense.applies(Case("causal", 8192, 16, 32, 32, 128))[0] is True
+
+
+def test_timing_reps():
+    assert reps_for(10.0, min_reps=3, max_reps=20, target_ms=300) == 20
+    assert reps_for(100.0, min_reps=3, max_reps=20, target_ms=300) == 3
+    assert reps_for(1000.0, min_reps=3, max_reps=20, target_ms=300) == 3
+    t = Timing([3.0, 1.0, 2.0])
+    assert t.median_ms == 2.0 and t.spread == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- masks and checks
+@pytest.mark.parametrize("name", [n for n in mask_names() if n != "full"])
+def test_flex_mask_mod_matches_the_dense_mask(name):
+    from torch.nn.attention.flex_attention import create_mask
+
+    m = make_mask(name, 256, batch=2, num_heads=4, seed=3)
+    sri = m.startend_row_indices
+    mm = flex_column_mask_mod(sri, m.causal, 256, 256)
+    b = 1 if sri is None else sri.shape[0]
+    h = 1 if sri is None else sri.shape[1]
+    got = create_mask(mm, b, h, 256, 256, device="cpu")
+    assert torch.equal(got, m.to_dense(256).expand_as(got))
+
+
+def _inputs(mask_name, s=256, h=4, hkv=2, d=32):
+    q = torch.randn(1, s, h, d, dtype=torch.bfloat16)
+    k = torch.randn(1, s, hkv, d, dtype=torch.bfloat16)
+    v = torch.randn(1, s, hkv, d, dtype=torch.bfloat16)
+    return q, k, v, make_mask(mask_name, s, batch=1, num_heads=h)
+
+
+@pytest.mark.parametrize("name", ["causal", "document", "global_sliding_window", "random_eviction"])
+def test_check_accepts_a_right_output_and_rejects_wrong_ones(name):
+    import fm4
+
+    q, k, v, mask = _inputs(name)
+    out = fm4.attention(q, k, v, mask)  # the CPU runs fm4's reference
+    res = check_output(out, q, k, v, mask, rows_per_group=32)
+    assert res.ok, res.describe()
+    assert not check_output(fm4.attention(q, k, v, None), q, k, v, mask, rows_per_group=32).ok
+    bad = out.clone()
+    bad[0, -1] = float("nan")
+    assert not check_output(bad, q, k, v, mask, rows_per_group=32).ok
+
+
+def test_check_rows():
+    r = check_rows(1000, 128)
+    assert r[0] == 0 and r[-1] == 999 and len(r) == 384
+    assert len(check_rows(100, 128)) == 100
+
+
+# ----------------------------------------------------------------------------- output writing
+def _fake_rows() -> list[Row]:
+    """Rows as the collector makes them, from fake timings."""
+    c = Collector()
+    w = flops.MaskWork(16, 32, 8192, 8192, 128, density=0.25, visible_pairs=10**12)
+    case = Case("document", 8192, 16, 32, 32, 128, seed=0)
+    case1 = Case("document", 8192, 16, 32, 32, 128, seed=1)
+    for cs, scale in ((case, 1.0), (case1, 1.2)):
+        c.add(cs, "fa4_mask_mod", "fwd", Timing([10.0 * scale] * 3), w)
+        c.add(cs, "flex", "fwd", Timing([20.0 * scale, 21.0 * scale, 19.0 * scale]), w)
+    c.skip(case, "fm4", ["fwd"], "kernels have not landed", w)
+    c.skip(case, "fa4_dense", ["fwd"], "dense kernel: full and causal only", w)
+    return c.rows()
+
+
+def test_collector_merges_splits_and_fills_speedups():
+    rows = {r.impl: r for r in _fake_rows()}
+    assert rows["fa4_mask_mod"].ms == pytest.approx(11.0) and rows["fa4_mask_mod"].splits == 2
+    assert rows["flex"].ms == pytest.approx(22.0)
+    assert rows["flex"].speedup == pytest.approx(0.5)
+    assert rows["fa4_mask_mod"].speedup == pytest.approx(1.0)
+    expect = 0.25 * 16 * 32 * 8192**2 * 512 / 11e-3 / 1e12
+    assert rows["fa4_mask_mod"].tflops_block == pytest.approx(expect)
+    assert rows["fm4"].status == "skipped" and "landed" in rows["fm4"].reason
+    assert rows["fm4"].density == 0.25
+
+
+def test_skipped_row_from_acc():
+    a = _Acc(Case("causal", 8192, 16, 32, 32, 128), "fm4", "fwd", skips=["why", "why"])
+    r = a.row()
+    assert r.status == "skipped" and r.reason == "why" and math.isnan(r.ms)
+
+
+def test_table_csv_json_round_trip(tmp_path):
+    rows = _fake_rows()
+    lines = report.table_lines(rows)
+    assert lines[0].split()[0] == "mask" and len(lines) == 2 + 2  # header, rule, 2 timed rows
+    assert any("flex" in x and "0.50" in x for x in lines)
+    md = report.table_lines(rows, markdown=True)
+    assert md[0].startswith("| mask") and len(md) == 4
+    sk = report.skipped_lines(rows)
+    assert any(s.startswith("fm4: skipped (kernels have not landed)") for s in sk)
+    meta = report.run_metadata({"plan": "fake"}, argv=["bench", "--quick"])
+    assert meta["command"] == "python -m bench --quick" and "torch" in meta["versions"]
+    paths = report.write_all(str(tmp_path), rows, meta)
+    with open(paths["json"]) as f:
+        data = json.load(f)  # valid JSON: NaN written as null
+    assert data["meta"]["config"] == {"plan": "fake"} and len(data["rows"]) == len(rows)
+    _, rows2 = report.read_json(paths["json"])
+    assert [r.impl for r in rows2] == [r.impl for r in rows]
+    assert rows2[0].ms == rows[0].ms and math.isnan(rows2[-1].ms)
+    csv_text = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_text[0].startswith("mask,seqlen") and len(csv_text) == 1 + len(rows)
+    assert "fm4: skipped" in (tmp_path / "table.md").read_text()
+
+
+def test_plots_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench.plots import write_plots
+
+    rows = _fake_rows()
+    for m in ("causal", "sliding_window"):  # a radar needs three masks
+        for r in [r for r in rows if r.status == "ok"]:
+            rows.append(Row(**{**r.__dict__, "mask": m}))
+    written = write_plots(rows, str(tmp_path))
+    names = sorted(p.split("/")[-1] for p in written)
+    assert names == ["radar_8K.png", "speedup_fwd.png"]
+    assert all((tmp_path / n).stat().st_size > 1000 for n in names)
+
+
+def test_anchor_comparison(tmp_path):
+    path = tmp_path / "anchors.json"
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "mask": "document",
+                    "impl": "fa4_mask_mod",
+                    "S": 8192,
+                    "fwd_ms": 12.0,
+                    "fwdbwd_ms": 40.0,
+                    "density": 0.30,
+                },
+                {"mask": "document", "impl": "flex", "S": 8192, "fwd_ms": 22.0, "density": 0.25},
+            ]
+        )
+    )
+    rows = _fake_rows()
+    cmps = {c.row.impl: c for c in anchors.compare(rows, anchors.load_anchors(str(path)))}
+    mm, fx = cmps["fa4_mask_mod"], cmps["flex"]
+    assert mm.ratio == pytest.approx(11 / 12) and not mm.same_mask
+    assert mm.norm_ratio == pytest.approx(11 / 12 * 0.30 / 0.25) and mm.judged == mm.norm_ratio
+    assert fx.same_mask and fx.judged == pytest.approx(1.0)
+    lines = anchors.compare_lines(rows, str(path))
+    assert "per tile" in lines[1] and "outside" in lines[-1]
+    assert anchors.compare_lines(rows, str(tmp_path / "missing.json")) == []
+
+
+def test_cpu_demo_runs(tmp_path, capsys):
+    from bench.cpu_demo import run_cpu_demo
+
+    assert run_cpu_demo(str(tmp_path), seqlen=128, heads=2, head_dim=16) == 0
+    out = capsys.readouterr().out
+    assert "global_sliding_window" in out and (tmp_path / "masks" / "causal.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_main_without_gpu_runs_the_demo(tmp_path, capsys, monkeypatch):
+    import bench.cpu_demo as demo
+
+    called = {}
+
+    def fake_demo(out):
+        called["out"] = out
+        return 0
+
+    monkeypatch.setattr(demo, "run_cpu_demo", fake_demo)
+    assert cli.main(["--out", str(tmp_path)]) == 0
+    assert "No CUDA GPU" in capsys.readouterr().out and called["out"] == str(tmp_path)
