@@ -39,7 +39,8 @@ plans:
   default   every mask at 8K (fwd, fwd+bwd); at 32K and 128K (fwd):
             {", ".join(LONG_MASKS)}.
             Implementations {", ".join(DEFAULT_IMPLS)}; one document split (seed 0).
-            About 5-6 minutes on one H100, compiles included (4 min 54 s measured).
+            About 6-9 minutes on one H100, compiles included (8 min 32 s measured cold,
+            with fm4; 4 min 54 s for the peers alone on a warm machine).
   --quick   {", ".join(QUICK_PLAN[0][1])} at 8K, fwd only (a minute or two).
   --full    every mask at 8K, 32K, 128K; fwd, bwd, fwd+bwd; 5 document splits; all
             implementations (FlashMask V4's whole suite: about an hour).
