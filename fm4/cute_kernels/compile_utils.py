@@ -8,13 +8,27 @@
   stream;
 * `device_arch`: the ``--gpu-arch`` name of a CUDA device (``sm_90a``, ``sm_100a``, ...);
 * `launch_on`: call a compiled kernel with its tensors' device current;
-* `get_or_compile`: a compile cache lookup keyed on the compile-time configuration plus arch.
+* `get_or_compile`: a compile cache lookup keyed on the compile-time configuration plus arch,
+  in memory and, opt-in, on disk.
+
+Note [Disk cache]: with ``FM4_CACHE_DIR`` set, a compiled kernel is exported as an object file
+(``export_to_c``) under ``$FM4_CACHE_DIR/<fingerprint>/<name>-<key hash>.o`` and a later process
+loads it (``cute.runtime.load_module``, ~0.1 s) instead of compiling (seconds for the attention
+kernels). The fingerprint hashes fm4's kernel sources and the Python, CuTe DSL and TVM FFI
+versions, so an edit or an upgrade never loads a stale kernel. A file that fails to load is
+recompiled and replaced. Writes go through a temporary file and ``os.replace``: concurrent
+processes may both compile a key, never read a half-written file.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import sys
+import warnings
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 import cutlass.cute as cute
@@ -73,9 +87,73 @@ def launch_on(device: torch.device, fn: Callable[..., Any], *args: Any) -> None:
             fn(*args)
 
 
-def get_or_compile(cache: dict[Any, Any], key: Hashable, build: Callable[[], Any]) -> Any:
-    """``cache[key]``, compiling it with ``build()`` on first use."""
+#: Compiles done in this process (tests check that a warm disk cache compiles nothing).
+compile_count = 0
+
+
+@functools.cache
+def _fingerprint() -> str:
+    import cutlass
+
+    h = hashlib.sha256()
+    h.update(f"py{sys.version_info.major}.{sys.version_info.minor}".encode())
+    h.update(f"cutlass={cutlass.__version__}".encode())
+    try:
+        import tvm_ffi
+
+        h.update(f"tvm_ffi={tvm_ffi.__version__}".encode())
+    except ImportError:
+        pass
+    root = Path(__file__).resolve().parent
+    for src in sorted(root.glob("*.py")):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _disk_path(name: str, key: Hashable) -> Path | None:
+    root = os.environ.get("FM4_CACHE_DIR")
+    if not root:
+        return None
+    digest = hashlib.sha256(repr((name, key)).encode()).hexdigest()[:24]
+    folder = Path(root) / _fingerprint()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{digest}.o"
+
+
+def _compile(build: Callable[[], Any]) -> Any:
+    global compile_count
+    compile_count += 1
+    return build()
+
+
+def get_or_compile(
+    cache: dict[Any, Any], key: Hashable, build: Callable[[], Any], *, name: str
+) -> Any:
+    """``cache[key]``, else loaded from the disk cache (Note [Disk cache]), else ``build()``.
+
+    ``name`` names the kernel in the disk cache; ``key`` must hold every compile-time choice.
+    """
     fn = cache.get(key)
+    if fn is not None:
+        return fn
+    path = _disk_path(name, key)
+    if path is not None and path.exists():
+        try:
+            fn = cute.runtime.load_module(str(path), enable_tvm_ffi=True)["func"]
+        except Exception as e:  # a corrupt or foreign file: recompile and replace it
+            warnings.warn(
+                f"fm4: cached kernel {path} failed to load ({e}); recompiling", stacklevel=2
+            )
     if fn is None:
-        fn = cache[key] = build()
+        fn = _compile(build)
+        if path is not None:
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            try:
+                fn.export_to_c(object_file_path=str(tmp), function_name="func")
+                os.replace(tmp, path)
+            except Exception as e:
+                warnings.warn(f"fm4: could not write {path} ({e})", stacklevel=2)
+                tmp.unlink(missing_ok=True)
+    cache[key] = fn
     return fn

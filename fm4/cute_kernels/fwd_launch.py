@@ -182,6 +182,6 @@ def attention_fwd_sm90(
     from fm4.cute_kernels.compile_utils import get_or_compile, launch_on
 
     key = (TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
-    compiled = get_or_compile(_compiled, key, lambda: _compile_fwd(*key))
+    compiled = get_or_compile(_compiled, key, lambda: _compile_fwd(*key), name="fwd_sm90")
     launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args)
     return out, lse

@@ -461,6 +461,7 @@ def tile_lists_from_minmax(
         lambda: compile_tile_lists(
             n, bool(causal), tile_m, tile_n, backward=backward, fill_tail=fill_tail, arch=key[-1]
         ),
+        name="tile_lists",
     )
     launch_on(dev, fn, mm2, flags, *fwd, *bwd, seqlen_q, seqlen_k)
     lists = TileLists(tile_m, tile_n, flags, *fwd)

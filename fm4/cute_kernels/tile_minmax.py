@@ -248,7 +248,10 @@ def block_minmax_cute(sri: torch.Tensor, causal: bool, seqlen_q: int, tile_n: in
     sri = sri.as_strided(sri.shape, (Hm * Sk * n, Sk * n, n, 1))
     key = (n, bool(causal), tile_n, device_arch(sri.device))
     fn = get_or_compile(
-        _compile_cache, key, lambda: compile_block_minmax(n, bool(causal), tile_n, arch=key[3])
+        _compile_cache,
+        key,
+        lambda: compile_block_minmax(n, bool(causal), tile_n, arch=key[3]),
+        name="block_minmax",
     )
     launch_on(sri.device, fn, sri, out, seqlen_q)
     return out
