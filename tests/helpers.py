@@ -50,3 +50,35 @@ def random_bounds(B: int, H: int, sq: int, sk: int, n: int, gen: torch.Generator
 
 
 MODES = [(True, 1), (True, 2), (False, 2), (False, 4)]
+
+
+def compile_in_subprocess(script: str, args: list[str], *, arch: str, dump_dir) -> str:
+    """Run a compile script in a fresh process targeting ``arch`` without a GPU; its stdout.
+
+    ``CUTE_DSL_ARCH`` is read once, when cutlass is imported, so a new process is the way to pick
+    the target in tests; PTX is kept under ``dump_dir`` (``CUTE_DSL_KEEP=ptx``).
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env.update(
+        CUTE_DSL_ARCH=arch,
+        CUTE_DSL_KEEP="ptx",
+        CUTE_DSL_DUMP_DIR=str(dump_dir),
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")])),
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=dump_dir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    return res.stdout

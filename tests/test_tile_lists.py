@@ -15,8 +15,6 @@ import functools
 import json
 import os
 import statistics
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ import torch
 
 from fm4.masks import build_tile_lists, make_mask, mask_names
 from fm4.masks import tiles as tiles_mod
-from tests.helpers import MODES, random_bounds
+from tests.helpers import MODES, compile_in_subprocess, random_bounds
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ["sm_90a", "sm_100a"]
@@ -87,24 +85,10 @@ def test_compile_for_arch_from_env(arch, tmp_path):
     """CI's way: ``CUTE_DSL_ARCH`` is read when cutlass is imported, so set it for a new process."""
     cases = [(c, n, 128, 128, bwd) for c, n in ALL_MODES for bwd in (False, True)]
     cases += [(True, 2, 64, 176, True), (False, 4, 192, 128, False)]
-    env = dict(os.environ)
-    env.update(
-        CUTE_DSL_ARCH=arch,
-        CUTE_DSL_KEEP="ptx",
-        CUTE_DSL_DUMP_DIR=str(tmp_path),
-        CUDA_VISIBLE_DEVICES="",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    out = compile_in_subprocess(
+        _SUBPROCESS_SCRIPT, [json.dumps(cases)], arch=arch, dump_dir=tmp_path
     )
-    res = subprocess.run(
-        [sys.executable, "-c", _SUBPROCESS_SCRIPT, json.dumps(cases)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
-    ptxs = json.loads(res.stdout.strip().splitlines()[-1])
+    ptxs = json.loads(out.strip().splitlines()[-1])
     assert len(ptxs) == len(cases)
     for causal, n, tm, tn, bwd in cases:
         _check_ptx(ptxs[f"{causal},{n},{tm},{tn},{bwd}"], arch, n, bwd, fill_tail=True)

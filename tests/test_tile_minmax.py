@@ -9,9 +9,6 @@ GPU: `block_minmax_cute` is bit-identical to `block_minmax_torch` (run on the CP
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pytest
 import torch
 
 from fm4.masks.tiles import block_minmax, block_minmax_torch, classify_tiles, normalize_bounds
-from tests.helpers import MODES, random_bounds
+from tests.helpers import MODES, compile_in_subprocess, random_bounds
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ["sm_90a", "sm_100a"]
@@ -63,24 +60,10 @@ _SUBPROCESS_SCRIPT = textwrap.dedent(
 def test_compile_for_arch_from_env(arch, tmp_path):
     """CI's way: ``CUTE_DSL_ARCH`` is read when cutlass is imported, so set it for a new process."""
     cases = [(c, n, t) for c, n in MODES for t in (64, 176)]
-    env = dict(os.environ)
-    env.update(
-        CUTE_DSL_ARCH=arch,
-        CUTE_DSL_KEEP="ptx",
-        CUTE_DSL_DUMP_DIR=str(tmp_path),
-        CUDA_VISIBLE_DEVICES="",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    out = compile_in_subprocess(
+        _SUBPROCESS_SCRIPT, [json.dumps(cases)], arch=arch, dump_dir=tmp_path
     )
-    res = subprocess.run(
-        [sys.executable, "-c", _SUBPROCESS_SCRIPT, json.dumps(cases)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
-    ptxs = json.loads(res.stdout.strip().splitlines()[-1])
+    ptxs = json.loads(out.strip().splitlines()[-1])
     assert len(ptxs) == len(cases)
     for causal, n, tile_n in cases:
         _check_ptx(ptxs[f"{causal},{n},{tile_n}"], arch, n, tile_n)
