@@ -1,0 +1,294 @@
+"""Torch-facing launcher of fm4's Hopper backward (preprocess, main kernel, postprocess).
+
+Supported: bf16 / fp16, head dims 64 and 128 (q, k, v the same), GQA / MQA, any lengths,
+no mask / causal / FlashMask bounds with n in {1, 2, 4}, dlse (gradient of the lse output),
+CUDA tensors on an sm_90 device.
+Not supported: head dim 256 (``can_implement`` says why), head_dim_v != head_dim, varlen,
+``deterministic=True`` (designed, not written: Note [Deterministic dQ] in ``bwd_sm90.py``).
+
+Three launches: the preprocess (Delta, lse in log2, zeroed fp32 dQ accumulator), the main
+kernel (dK, dV written in the input dtype; dQ added into the accumulator), the postprocess
+(dQ * scale in the input dtype). The compile cache is keyed on the compile-time configuration
+only (dtype, head dim, causal, number of bounds, deterministic, tile shape; dlse for the
+preprocess); batch, lengths and head counts are symbolic.
+
+Status: compiles for sm_90a on the CPU; NOT yet run on a GPU (see NOTES.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from fm4.cute_kernels.fwd_launch import TORCH_TO_CUTLASS_NAMES
+
+SUPPORTED_HEAD_DIMS_BWD = (64, 128)
+
+
+def tile_shape_bwd(head_dim: int) -> tuple[int, int]:
+    """(tile_m, tile_n) of the backward for this head dim; its tile lists must use it."""
+    from fm4.cute_kernels.bwd_sm90 import TILE_CONFIG_BWD_SM90
+
+    tile_m, tile_n, _ = TILE_CONFIG_BWD_SM90[head_dim]
+    return tile_m, tile_n
+
+
+def can_implement(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    startend_row_indices: torch.Tensor | None = None,
+    causal: bool = False,
+    deterministic: bool = False,
+) -> tuple[bool, str]:
+    """Whether ``attention_bwd_sm90`` can run these inputs; if not, why."""
+    if q.dtype not in TORCH_TO_CUTLASS_NAMES:
+        return False, f"dtype {q.dtype} not supported (bf16, fp16)"
+    for name, t in (("k", k), ("v", v), ("out", out), ("dout", dout)):
+        if t.dtype != q.dtype:
+            return False, f"{name} dtype {t.dtype} differs from q's {q.dtype}"
+    if any(t.dim() != 4 for t in (q, k, v, out, dout)):
+        return False, "q, k, v, out, dout must be 4-D (B, S, H, D)"
+    d = q.shape[-1]
+    if d == 256:
+        return False, (
+            "head dim 256 not supported by the sm90 backward yet: dK and dV accumulators "
+            "(64 x 256 fp32 each per warpgroup) need 256 registers per thread; needs the "
+            "dKV_swapAB / tile_n 64 variant"
+        )
+    if d not in SUPPORTED_HEAD_DIMS_BWD or k.shape[-1] != d or v.shape[-1] != d:
+        return False, (
+            f"head dims (q {d}, k {k.shape[-1]}, v {v.shape[-1]}) not supported: "
+            f"the sm90 backward takes equal head dims in {SUPPORTED_HEAD_DIMS_BWD}"
+        )
+    if q.shape[2] % k.shape[2] != 0 or k.shape[2] != v.shape[2]:
+        return False, f"num heads {q.shape[2]} must be a multiple of kv heads {k.shape[2]}"
+    if out.shape != q.shape or dout.shape != q.shape:
+        return False, f"out {tuple(out.shape)} and dout {tuple(dout.shape)} must match q"
+    if deterministic:
+        return False, "deterministic=True is not implemented yet (Note [Deterministic dQ])"
+    if not all(t.is_cuda for t in (q, k, v, out, dout)):
+        return False, "tensors must be on a CUDA device"
+    major, _ = torch.cuda.get_device_capability(q.device)
+    if major != 9:
+        return False, f"needs an sm_90 GPU, got compute capability {major}.x"
+    for name, t in (("q", q), ("k", k), ("v", v), ("out", out), ("dout", dout)):
+        if t.stride(-1) != 1:
+            return False, f"{name} must have a contiguous last dimension"
+        if any(s % 8 for s in t.stride()[:-1]) or t.data_ptr() % 16:
+            return False, f"{name} must be 16-byte aligned with strides a multiple of 8"
+    if startend_row_indices is not None:
+        n = startend_row_indices.shape[-1]
+        if n not in (1, 2, 4):
+            return False, f"startend_row_indices last dimension must be 1, 2 or 4, got {n}"
+        if n == 1 and not causal:
+            return False, "n == 1 bounds are causal-only: pass causal=True"
+        if n == 4 and causal:
+            return False, "n == 4 bounds are never causal: pass causal=False"
+    return True, ""
+
+
+def _fake(dtype: Any, shape: tuple, divisibility: int) -> Any:
+    """Fake tensor: last stride 1, the others symbolic 64-bit (multiples of ``divisibility``)."""
+    import cutlass.cute as cute
+
+    stride = tuple(
+        1 if i == len(shape) - 1 else cute.sym_int64(divisibility=divisibility)
+        for i in range(len(shape))
+    )
+    align = 16 if divisibility * dtype.width // 8 >= 16 else 4
+    return cute.runtime.make_fake_tensor(dtype, shape, stride=stride, assumed_align=align)
+
+
+def _compile_bwd(
+    dtype_name: str,
+    head_dim: int,
+    causal: bool,
+    n_bounds: int,
+    deterministic: bool = False,
+    tile_m: int | None = None,
+    tile_n: int | None = None,
+) -> Any:
+    """Compile the main backward kernel for sm_90a; the arguments are the cache key."""
+    import cutlass
+    import cutlass.cute as cute
+
+    from fm4.cute_kernels.bwd_sm90 import FlashMaskBwdSm90
+    from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
+
+    dtype = getattr(cutlass, dtype_name)
+    b, s_q, s_qp, s_k, h, h_kv = (cute.sym_int() for _ in range(6))
+    q, do = (_fake(dtype, (b, s_q, h, head_dim), 8) for _ in range(2))
+    k, v, dk, dv = (_fake(dtype, (b, s_k, h_kv, head_dim), 8) for _ in range(4))
+    lse2, delta = (_fake(cutlass.Float32, (b, h, s_qp), 1) for _ in range(2))
+    dq_accum = _fake(cutlass.Float32, (b, h, s_qp, head_dim), 4)
+    mask_args: list[Any] = [None] * 5
+    if n_bounds:
+        hm, hm_l, m_blocks, n_blocks = (cute.sym_int() for _ in range(4))
+        mask_args = [
+            _fake(cutlass.Int32, (b, hm, s_k, n_bounds), 1),
+            _fake(cutlass.Int32, (b, hm_l, n_blocks), 1),
+            _fake(cutlass.Int32, (b, hm_l, n_blocks, m_blocks), 1),
+            _fake(cutlass.Int32, (b, hm_l, n_blocks), 1),
+            _fake(cutlass.Int32, (b, hm_l, n_blocks, m_blocks), 1),
+        ]
+    kernel = FlashMaskBwdSm90(dtype, head_dim, causal, n_bounds, deterministic, tile_m, tile_n)
+    return cute.compile(
+        kernel,
+        q,
+        k,
+        v,
+        do,
+        lse2,
+        delta,
+        dq_accum,
+        dk,
+        dv,
+        cutlass.Float32(1.0),
+        *mask_args,
+        fake_env_stream(),
+        options=compile_options("sm_90a"),
+    )
+
+
+def _compile_pre(dtype_name: str, head_dim: int, has_dlse: bool, tile_m: int) -> Any:
+    """Compile the preprocess for sm_90a; the arguments are the cache key."""
+    import cutlass
+    import cutlass.cute as cute
+
+    from fm4.cute_kernels.bwd_prepost import FlashMaskBwdPreprocess
+    from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
+
+    dtype = getattr(cutlass, dtype_name)
+    b, s_q, s_qp, h = (cute.sym_int() for _ in range(4))
+    o, do = (_fake(dtype, (b, s_q, h, head_dim), 8) for _ in range(2))
+    lse = _fake(cutlass.Float32, (b, h, s_q), 1)
+    dlse = _fake(cutlass.Float32, (b, h, s_q), 1) if has_dlse else None
+    lse2, delta = (_fake(cutlass.Float32, (b, h, s_qp), 1) for _ in range(2))
+    dq_accum = _fake(cutlass.Float32, (b, h, s_qp, head_dim), 4)
+    kernel = FlashMaskBwdPreprocess(dtype, head_dim, has_dlse, tile_m)
+    return cute.compile(
+        kernel,
+        o,
+        do,
+        lse,
+        dlse,
+        lse2,
+        delta,
+        dq_accum,
+        fake_env_stream(),
+        options=compile_options("sm_90a"),
+    )
+
+
+def _compile_post(dtype_name: str, head_dim: int) -> Any:
+    """Compile the postprocess for sm_90a; the arguments are the cache key."""
+    import cutlass
+    import cutlass.cute as cute
+
+    from fm4.cute_kernels.bwd_prepost import FlashMaskBwdPostprocess
+    from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
+
+    dtype = getattr(cutlass, dtype_name)
+    b, s_q, s_qp, h = (cute.sym_int() for _ in range(4))
+    dq_accum = _fake(cutlass.Float32, (b, h, s_qp, head_dim), 4)
+    dq = _fake(dtype, (b, s_q, h, head_dim), 8)
+    kernel = FlashMaskBwdPostprocess(dtype, head_dim)
+    return cute.compile(
+        kernel,
+        dq_accum,
+        dq,
+        cutlass.Float32(1.0),
+        fake_env_stream(),
+        options=compile_options("sm_90a"),
+    )
+
+
+_compiled_main: dict[tuple, Any] = {}
+_compiled_pre: dict[tuple, Any] = {}
+_compiled_post: dict[tuple, Any] = {}
+
+
+def attention_bwd_sm90(
+    dout: torch.Tensor,  # (B, Sq, H, D)
+    q: torch.Tensor,  # (B, Sq, H, D)
+    k: torch.Tensor,  # (B, Sk, Hkv, D)
+    v: torch.Tensor,  # (B, Sk, Hkv, D)
+    out: torch.Tensor,  # (B, Sq, H, D)
+    lse: torch.Tensor,  # (B, H, Sq) fp32, natural log (-inf for rows that see nothing)
+    startend_row_indices: torch.Tensor | None = None,  # int32 (B, Hm, Sk, n)
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    dlse: torch.Tensor | None = None,  # (B, H, Sq) fp32
+    tile_lists: Any = None,
+    deterministic: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward attention on Hopper: ``(dq, dk, dv)`` shaped like ``(q, k, v)``.
+
+    ``tile_lists`` (``fm4.masks.tiles.TileLists`` with the backward lists) must have been
+    built for this mask with ``tile_shape_bwd(D)``; it is built here when omitted. Inputs are
+    assumed validated upstream (``can_implement`` checks what the kernels need).
+    """
+    ok, reason = can_implement(dout, q, k, v, out, startend_row_indices, causal, deterministic)
+    if not ok:
+        raise ValueError(f"attention_bwd_sm90 cannot run these inputs: {reason}")
+    B, Sq, H, D = q.shape
+    Sk = k.shape[1]
+    scale = 1.0 / math.sqrt(D) if softmax_scale is None else float(softmax_scale)
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    if B == 0 or H == 0 or Sq == 0 or Sk == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    tile_m, tile_n = tile_shape_bwd(D)
+    sq_pad = (Sq + tile_m - 1) // tile_m * tile_m
+    dev = q.device
+    lse2 = torch.empty(B, H, sq_pad, dtype=torch.float32, device=dev)
+    delta = torch.empty(B, H, sq_pad, dtype=torch.float32, device=dev)
+    dq_accum = torch.empty(B, H, sq_pad, D, dtype=torch.float32, device=dev)
+    n_bounds = 0
+    mask_args: list[torch.Tensor | None] = [None] * 5
+    if startend_row_indices is not None:
+        n_bounds = startend_row_indices.shape[-1]
+        if tile_lists is None:
+            from fm4.masks.tiles import build_tile_lists
+
+            tile_lists = build_tile_lists(
+                startend_row_indices, causal, Sq, Sk, tile_m, tile_n, backward=True
+            )
+        if (tile_lists.tile_m, tile_lists.tile_n) != (tile_m, tile_n):
+            raise ValueError(
+                f"tile lists built for tiles {(tile_lists.tile_m, tile_lists.tile_n)}, "
+                f"the backward uses {(tile_m, tile_n)}: build them with tile_shape_bwd({D})"
+            )
+        tile_lists.add_backward()
+        mask_args = [
+            startend_row_indices.contiguous(),
+            tile_lists.bwd_partial_cnt.contiguous(),
+            tile_lists.bwd_partial_idx.contiguous(),
+            tile_lists.bwd_full_cnt.contiguous(),
+            tile_lists.bwd_full_idx.contiguous(),
+        ]
+    from fm4.cute_kernels.compile_utils import get_or_compile, launch_on
+
+    dtype_name = TORCH_TO_CUTLASS_NAMES[q.dtype]
+    key_pre = (dtype_name, D, dlse is not None, tile_m)
+    pre = get_or_compile(
+        _compiled_pre, key_pre, lambda: _compile_pre(*key_pre), name="bwd_pre_sm90"
+    )
+    key = (dtype_name, D, bool(causal), n_bounds, bool(deterministic), tile_m, tile_n)
+    main = get_or_compile(_compiled_main, key, lambda: _compile_bwd(*key), name="bwd_sm90")
+    key_post = (dtype_name, D)
+    post = get_or_compile(
+        _compiled_post, key_post, lambda: _compile_post(*key_post), name="bwd_post_sm90"
+    )
+    lse_c = lse.contiguous()
+    dlse_c = None if dlse is None else dlse.to(torch.float32).contiguous()
+    launch_on(dev, pre, out, dout, lse_c, dlse_c, lse2, delta, dq_accum)
+    launch_on(dev, main, q, k, v, dout, lse2, delta, dq_accum, dk, dv, scale, *mask_args)
+    launch_on(dev, post, dq_accum, dq, scale)
+    return dq, dk, dv

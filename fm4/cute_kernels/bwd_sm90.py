@@ -1,0 +1,808 @@
+"""fm4 backward attention kernel for Hopper (sm_90a), FlashMask column-bound masks (main kernel).
+
+Supported:
+    bf16 / fp16 q, k, v, out, dout in (b, s, h, d) layout (d contiguous); head dims 64 and 128;
+    GQA / MQA (h % h_kv == 0: one CTA loops over the query heads of its kv head, see
+    Note [GQA in the CTA]); any seqlen_q, seqlen_k (symbolic); no mask, causal (bottom-right
+    aligned), or FlashMask bounds [b, hm, s_k, n] (n in {1, 2, 4}, hm in {1, h_kv, h}) visited
+    through per-n_block tile lists (partial / unmasked); rows that see no key contribute zero.
+Not supported (yet): head dim 256 (dK + dV accumulators alone would take 256 registers per
+    thread: needs dKV_swapAB or tile_n 64, see NOTES.md), head_dim_v != head_dim, varlen,
+    dropout, softcap, score modifiers, deterministic dQ (designed, see Note [Deterministic dQ]),
+    a persistent scheduler, fp8.
+
+Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
+    warpgroup 0, warp 0      producer: TMA loads of K and V once, then Q and dO per m_block
+                             through a ``Q_STAGES``-deep mbarrier pipeline.
+    warpgroups 1 and 2       consumers. Each owns half of the tile's key columns for S / dP
+                             and the same half of the rows of dK / dV:
+                               S  = Q K^T, dP = dO V^T          (wgmma, smem x smem)
+                               P  = exp2(S * scale_log2 - lse_log2)  (mask on partial tiles)
+                               dS = P * (dP - Delta)
+                               P, dS -> smem (stmatrix)
+                               dV += P^T dO, dK += dS^T Q       (registers, whole CTA life)
+                               dQ  = dS K (each WG half of d) -> red.global.add.f32 into the
+                                     fp32 accumulator [b, h, s_q_padded, d]
+    epilogue                 dK * scale and dV -> smem (aliasing sK / sV) -> TMA store.
+
+The preprocess (``bwd_prepost.py``) gives lse in the log2 domain (+inf for rows that see
+nothing and for padding rows, so P == 0 there: Note [Masked rows] of ``softmax.py``), Delta
+(0 on padding rows) and a zeroed dQ accumulator; the postprocess turns dQ into the input dtype
+times the softmax scale.
+
+Note [GQA in the CTA]
+    dK / dV of a kv head are the sum over the query heads of its group. The CTA of (n_block,
+    kv head, batch) loops over those heads (and each head's m_blocks) with dK / dV in
+    registers, so dK / dV need no fp32 buffer, no atomics and no postprocess, and are
+    deterministic. The price is parallelism: the grid is n_blocks x h_kv x b, small for MQA at
+    short lengths. FA4's alternative (grid over query heads, fp32 dK / dV accumulated with TMA
+    reduce-add, converted in the postprocess) is the next step when that grid is too small.
+
+Note [Deterministic dQ]
+    dQ is accumulated with fp32 atomics, so the order of the additions (one per n_block that
+    visits an m_block) varies between runs. The deterministic design (not written yet): a
+    semaphore per (b, h, m_block); the CTA of n_block waits until it reads the rank of n_block
+    among the n_blocks that visit the m_block (ascending; the rank is the number of visiting
+    n_blocks below it, a binary search in the forward tile lists ``fwd_partial_idx`` /
+    ``fwd_full_idx``, or arithmetic without bounds), adds its dQ, fences and increments.
+"""
+
+import enum
+
+import cuda.bindings.driver as cuda
+import cutlass
+import cutlass.cute as cute
+import cutlass.memory
+import cutlass.pipeline as pipeline
+import cutlass.utils.hopper_helpers as sm90_utils
+from cutlass import Float32, Int32, const_expr
+from cutlass.cute.nvgpu import cpasync, warp, warpgroup
+from cutlass.tensor_utils import LayoutEnum
+
+from fm4.cute_kernels.fwd_sm90 import _gemm, _select, _transpose_view
+from fm4.cute_kernels.mask_apply import apply_mask_bits, mask_bits
+from fm4.cute_kernels.softmax import acc_to_mn
+
+# ============================================================================================
+# Tuning table (the only place with tuning constants)
+# ============================================================================================
+# head_dim -> (tile_m, tile_n, Q / dO pipeline stages)
+TILE_CONFIG_BWD_SM90: dict[int, tuple[int, int, int]] = {
+    64: (64, 128, 2),
+    128: (64, 128, 2),
+}
+NUM_CONSUMER_WARPGROUPS = 2  # each owns tile_n / 2 key columns (S, dP, dK, dV), d / 2 of dQ
+REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup
+REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
+SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
+# ============================================================================================
+
+THREADS_PER_WG = 128
+
+
+class NamedBarrierBwd(enum.IntEnum):
+    """Barrier ids of the backward kernel (0 is ``__syncthreads``).
+
+    To move into ``named_barrier.py`` next to ``NamedBarrierFwd`` (owned by another change).
+    """
+
+    # All consumer threads: dK / dV staged in smem, ready for the TMA store.
+    Epilogue = 1
+    # All consumer threads: P / dS of this m_block written (and last m_block's read).
+    PdS = 2
+
+
+def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: int = 0):
+    """Swizzled row-major smem layout of a (rows, cols) tile, optionally with a stage mode.
+
+    ``major``: the widest extent of the contiguous (cols) dimension any wgmma reads at once
+    when it uses this buffer as an MN-major operand (default ``cols``); it picks the swizzle.
+    """
+    atom = warpgroup.make_smem_layout_atom(
+        sm90_utils.get_smem_layout_atom(LayoutEnum.ROW_MAJOR, dtype, major or cols), dtype
+    )
+    if stages is None:
+        return cute.tile_to_shape(atom, (rows, cols), order=(0, 1))
+    return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
+
+
+class FlashMaskBwdSm90:
+    """Hopper backward main kernel; one CTA per (n_block, kv head, batch).
+
+    Compile-time configuration only; batch, lengths and head counts are read at run time.
+    """
+
+    def __init__(
+        self,
+        dtype: type[cutlass.Numeric],
+        head_dim: int,
+        causal: bool,
+        n_bounds: int,
+        deterministic: bool = False,
+        tile_m: int | None = None,
+        tile_n: int | None = None,
+        num_stages: int | None = None,
+    ):
+        """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4."""
+        if head_dim not in TILE_CONFIG_BWD_SM90:
+            raise ValueError(
+                f"head_dim {head_dim} not supported by the sm90 backward "
+                f"(supported: {list(TILE_CONFIG_BWD_SM90)})"
+            )
+        if n_bounds not in (0, 1, 2, 4):
+            raise ValueError(f"n_bounds must be 0, 1, 2 or 4, got {n_bounds}")
+        if deterministic:
+            raise NotImplementedError(
+                "deterministic backward not implemented yet (Note [Deterministic dQ])"
+            )
+        cfg_m, cfg_n, cfg_stages = TILE_CONFIG_BWD_SM90[head_dim]
+        self.dtype = dtype
+        self.head_dim = head_dim
+        self.causal = causal
+        self.n_bounds = n_bounds
+        self.has_lists = n_bounds > 0
+        self.deterministic = deterministic
+        self.tile_m = tile_m or cfg_m
+        self.tile_n = tile_n or cfg_n
+        self.num_stages = num_stages or cfg_stages
+        assert self.tile_m == 64, "one 64-row wgmma atom of S per warpgroup"
+        assert self.tile_n == 64 * NUM_CONSUMER_WARPGROUPS
+        self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
+        self.num_threads = self.num_mma_threads + THREADS_PER_WG
+
+    # ----------------------------------------------------------------------------------------
+    # Host side
+    # ----------------------------------------------------------------------------------------
+    def _tiled_mmas(self):
+        wgs = NUM_CONSUMER_WARPGROUPS
+        K = cute.nvgpu.OperandMajorMode.K
+        MN = cute.nvgpu.OperandMajorMode.MN
+        # S = Q K^T and dP = dO V^T: warpgroup w computes columns [w * 64, w * 64 + 64).
+        mma_sdp = sm90_utils.make_trivial_tiled_mma(
+            self.dtype, self.dtype, K, K, Float32, (1, wgs, 1), tiler_mn=(64, self.tile_n // wgs)
+        )
+        # dV = P^T dO and dK = dS^T Q: warpgroup w computes rows [w * 64, w * 64 + 64) of the
+        # (tile_n, d) result, i.e. exactly the key columns whose P / dS it produced.
+        mma_dkv = sm90_utils.make_trivial_tiled_mma(
+            self.dtype, self.dtype, MN, MN, Float32, (wgs, 1, 1), tiler_mn=(64, self.head_dim)
+        )
+        # dQ = dS K: warpgroup w computes columns [w * d / 2, (w + 1) * d / 2) of (tile_m, d).
+        mma_dq = sm90_utils.make_trivial_tiled_mma(
+            self.dtype,
+            self.dtype,
+            K,
+            MN,
+            Float32,
+            (1, wgs, 1),
+            tiler_mn=(64, self.head_dim // wgs),
+        )
+        return mma_sdp, mma_dkv, mma_dq
+
+    @cute.jit
+    def __call__(
+        self,
+        mQ: cute.Tensor,  # (b, s_q, h, d)
+        mK: cute.Tensor,  # (b, s_k, h_kv, d)
+        mV: cute.Tensor,  # (b, s_k, h_kv, d)
+        mdO: cute.Tensor,  # (b, s_q, h, d)
+        mLSElog2: cute.Tensor,  # (b, h, s_q_padded) fp32, from the preprocess
+        mDelta: cute.Tensor,  # (b, h, s_q_padded) fp32, from the preprocess
+        mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d) fp32, zeroed by the preprocess
+        mdK: cute.Tensor,  # (b, s_k, h_kv, d)
+        mdV: cute.Tensor,  # (b, s_k, h_kv, d)
+        softmax_scale: Float32,
+        mBounds: cute.Tensor | None,  # (b, hm, s_k, n) int32
+        mPartialCnt: cute.Tensor | None,  # (b, hm, n_blocks) int32
+        mPartialIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks) int32
+        mFullCnt: cute.Tensor | None,  # (b, hm, n_blocks) int32
+        mFullIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks) int32
+        stream: cuda.CUstream,
+    ):
+        # (b, s, h, d) -> (s, d, h, b): TMA tiles over (s, d).
+        mQ, mK, mV, mdO, mdK, mdV = [_select(t, [1, 3, 2, 0]) for t in (mQ, mK, mV, mdO, mdK, mdV)]
+        mma_sdp, mma_dkv, mma_dq = self._tiled_mmas()
+        d, st = self.head_dim, self.num_stages
+        sQ_layout = _smem_layout(self.dtype, self.tile_m, d, st)
+        sdO_layout = _smem_layout(self.dtype, self.tile_m, d, st)
+        # K is also the MN-major B operand of dQ = dS K, read d / 2 columns per warpgroup.
+        sK_layout = _smem_layout(self.dtype, self.tile_n, d, major=d // NUM_CONSUMER_WARPGROUPS)
+        sV_layout = _smem_layout(self.dtype, self.tile_n, d)
+        # P and dS: (tile_m, tile_n) row-major; read as MN-major A (64 columns per warpgroup).
+        sPdS_layout = _smem_layout(
+            self.dtype, self.tile_m, self.tile_n, major=self.tile_n // NUM_CONSUMER_WARPGROUPS
+        )
+
+        @cute.struct
+        class SharedStorage:
+            mbar_kv: cute.struct.MemRange[cutlass.Int64, 2]
+            mbar_q: cute.struct.MemRange[cutlass.Int64, st * 2]
+            mbar_do: cute.struct.MemRange[cutlass.Int64, st * 2]
+            sQ: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sQ_layout)], SMEM_ALIGN_BYTES
+            ]
+            sdO: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sdO_layout)], SMEM_ALIGN_BYTES
+            ]
+            sK: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], SMEM_ALIGN_BYTES
+            ]
+            sV: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], SMEM_ALIGN_BYTES
+            ]
+            sP: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sPdS_layout)], SMEM_ALIGN_BYTES
+            ]
+            sdS: cute.struct.Align[
+                cute.struct.MemRange[self.dtype, cute.cosize(sPdS_layout)], SMEM_ALIGN_BYTES
+            ]
+
+        self.shared_storage = SharedStorage
+
+        load_op = cpasync.CopyBulkTensorTileG2SOp()
+        store_op = cpasync.CopyBulkTensorTileS2GOp()
+        q_tile = (self.tile_m, d)
+        kv_tile = (self.tile_n, d)
+        tma_atom_Q, tma_Q = cpasync.make_tiled_tma_atom(
+            load_op, mQ, cute.select(sQ_layout, mode=[0, 1]), q_tile, 1
+        )
+        tma_atom_dO, tma_dO = cpasync.make_tiled_tma_atom(
+            load_op, mdO, cute.select(sdO_layout, mode=[0, 1]), q_tile, 1
+        )
+        tma_atom_K, tma_K = cpasync.make_tiled_tma_atom(load_op, mK, sK_layout, kv_tile)
+        tma_atom_V, tma_V = cpasync.make_tiled_tma_atom(load_op, mV, sV_layout, kv_tile)
+        tma_atom_dK, tma_dK = cpasync.make_tiled_tma_atom(store_op, mdK, sK_layout, kv_tile)
+        tma_atom_dV, tma_dV = cpasync.make_tiled_tma_atom(store_op, mdV, sV_layout, kv_tile)
+        self.bytes_q = cute.size_in_bytes(self.dtype, cute.select(sQ_layout, mode=[0, 1]))
+        self.bytes_kv = cute.size_in_bytes(self.dtype, sK_layout) + cute.size_in_bytes(
+            self.dtype, sV_layout
+        )
+
+        grid = (
+            cute.ceil_div(cute.size(mK.shape[0]), self.tile_n),
+            cute.size(mK.shape[2]),
+            cute.size(mK.shape[3]),
+        )
+        scale_log2 = softmax_scale * 1.4426950408889634
+        self.kernel(
+            tma_Q,
+            tma_K,
+            tma_V,
+            tma_dO,
+            tma_dK,
+            tma_dV,
+            mLSElog2,
+            mDelta,
+            mdQaccum,
+            softmax_scale,
+            scale_log2,
+            mBounds,
+            mPartialCnt,
+            mPartialIdx,
+            mFullCnt,
+            mFullIdx,
+            (tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_dO, tma_atom_dK, tma_atom_dV),
+            (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
+            mma_sdp,
+            mma_dkv,
+            mma_dq,
+        ).launch(
+            grid=grid,
+            block=[self.num_threads, 1, 1],
+            stream=stream,
+            min_blocks_per_mp=1,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Device side
+    # ----------------------------------------------------------------------------------------
+    @cute.kernel
+    def kernel(
+        self,
+        mQ: cute.Tensor,  # TMA view (s_q, d, h, b)
+        mK: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mV: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mdO: cute.Tensor,  # TMA view (s_q, d, h, b)
+        mdK: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mdV: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mLSElog2: cute.Tensor,  # (b, h, s_q_padded)
+        mDelta: cute.Tensor,  # (b, h, s_q_padded)
+        mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d)
+        softmax_scale: Float32,
+        scale_log2: Float32,
+        mBounds: cute.Tensor | None,  # (b, hm, s_k, n)
+        mPartialCnt: cute.Tensor | None,  # (b, hm, n_blocks)
+        mPartialIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks)
+        mFullCnt: cute.Tensor | None,  # (b, hm, n_blocks)
+        mFullIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks)
+        tma_atoms: tuple,
+        smem_layouts: tuple,
+        mma_sdp: cute.TiledMma,
+        mma_dkv: cute.TiledMma,
+        mma_dq: cute.TiledMma,
+    ):
+        sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout = smem_layouts
+        warp_idx = cute.arch.make_warp_uniform(cute.arch.warp_idx())
+        if warp_idx == 0:
+            for atom in tma_atoms:
+                cpasync.prefetch_descriptor(atom)
+
+        smem = cutlass.memory.SmemAllocator()
+        storage = smem.allocate(self.shared_storage)
+
+        tma_warp = pipeline.CooperativeGroup(pipeline.Agent.Thread, 1)
+        mma_warps = pipeline.CooperativeGroup(
+            pipeline.Agent.Thread, self.num_mma_threads // cute.arch.WARP_SIZE
+        )
+        pipeline_kv = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_kv.data_ptr(),
+            num_stages=1,
+            producer_group=tma_warp,
+            consumer_group=mma_warps,
+            tx_count=self.bytes_kv,
+            defer_sync=True,
+        )
+        pipeline_q = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_q.data_ptr(),
+            num_stages=self.num_stages,
+            producer_group=tma_warp,
+            consumer_group=mma_warps,
+            tx_count=self.bytes_q,
+            defer_sync=True,
+        )
+        pipeline_do = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_do.data_ptr(),
+            num_stages=self.num_stages,
+            producer_group=tma_warp,
+            consumer_group=mma_warps,
+            tx_count=self.bytes_q,
+            defer_sync=True,
+        )
+        cute.arch.mbarrier_init_fence()
+        cute.arch.sync_threads()
+
+        sQ = storage.sQ.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
+        sdO = storage.sdO.get_tensor(sdO_layout.outer, swizzle=sdO_layout.inner)
+        sK = storage.sK.get_tensor(sK_layout.outer, swizzle=sK_layout.inner)
+        sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
+        sP = storage.sP.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
+        sdS = storage.sdS.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
+
+        n_block, head_kv, batch = cute.arch.block_idx()
+        lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
+        group = mQ.shape[2] // mK.shape[2]
+
+        if warp_idx < 4:
+            cute.arch.setmaxregister_decrease(REGS_PRODUCER)
+            if warp_idx == 0:
+                self.load(
+                    (mQ, mK, mV, mdO),
+                    (sQ, sK, sV, sdO),
+                    tma_atoms,
+                    pipeline_kv,
+                    pipeline_q,
+                    pipeline_do,
+                    n_block,
+                    head_kv,
+                    batch,
+                    group,
+                    lists,
+                )
+        else:
+            cute.arch.setmaxregister_increase(REGS_CONSUMER)
+            tidx, _, _ = cute.arch.thread_idx()
+            self.mma(
+                (mma_sdp, mma_dkv, mma_dq),
+                (mQ, mK, mdK, mdV, mLSElog2, mDelta, mdQaccum),
+                (sQ, sK, sV, sdO, sP, sdS),
+                tma_atoms,
+                pipeline_kv,
+                pipeline_q,
+                pipeline_do,
+                tidx - THREADS_PER_WG,
+                softmax_scale,
+                scale_log2,
+                n_block,
+                head_kv,
+                batch,
+                group,
+                lists,
+            )
+
+    @cute.jit
+    def block_range(
+        self,
+        n_block: Int32,
+        head: Int32,
+        batch: Int32,
+        num_heads: Int32,
+        seqlen_q: Int32,
+        seqlen_k: Int32,
+        lists: tuple,
+    ) -> tuple:
+        """The m_blocks that query ``head`` visits for this n_block.
+
+        Returns ``(m_total, m_partial, m_min, partial_idx, full_idx)``: the sequence
+        ``i = 0 .. m_total - 1`` has its first ``m_partial`` entries masked element-wise.
+        With lists: partial then unmasked list entries. Without bounds: ``m_min + i``, the
+        causal-diagonal m_blocks (and all of a ragged last n_block) first.
+        """
+        _, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx = lists
+        m_total = Int32(0)
+        m_partial = Int32(0)
+        m_min = Int32(0)
+        mPIdx = None
+        mFIdx = None
+        if const_expr(self.has_lists):
+            head_m = head // (num_heads // mPartialCnt.shape[1])
+            m_partial = mPartialCnt[batch, head_m, n_block]
+            m_total = m_partial + mFullCnt[batch, head_m, n_block]
+            mPIdx = mPartialIdx[batch, head_m, n_block, None]
+            mFIdx = mFullIdx[batch, head_m, n_block, None]
+        else:
+            num_m_blocks = cute.ceil_div(seqlen_q, self.tile_m)
+            ragged = (n_block + 1) * self.tile_n > seqlen_k
+            m_diag_end = Int32(0)
+            if const_expr(self.causal):
+                off = seqlen_k - seqlen_q
+                # Row i sees column j iff j <= i + off: the first row that sees this n_block.
+                first_row = cutlass.max(n_block * self.tile_n - off, 0)
+                m_min = cutlass.min(first_row // self.tile_m, num_m_blocks)
+                # m_blocks below this one hold a row that misses a column of the n_block.
+                last_col = (n_block + 1) * self.tile_n - 1
+                m_diag_end = cutlass.min(
+                    cute.ceil_div(cutlass.max(last_col - off, 0), self.tile_m), num_m_blocks
+                )
+            m_total = num_m_blocks - m_min
+            m_partial = cutlass.max(m_diag_end - m_min, 0)
+            if ragged:
+                m_partial = m_total
+        return m_total, m_partial, m_min, mPIdx, mFIdx
+
+    @cute.jit
+    def m_block_at(self, i: Int32, blocks: tuple) -> Int32:
+        """The i-th m_block of a ``block_range`` sequence."""
+        _, m_partial, m_min, mPIdx, mFIdx = blocks
+        m_block = Int32(0)
+        if const_expr(self.has_lists):
+            if i < m_partial:
+                m_block = mPIdx[i]
+            else:
+                m_block = mFIdx[i - m_partial]
+        else:
+            m_block = m_min + i
+        return m_block
+
+    # ----------------------------------------------------------------------------------------
+    # Producer warp
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def load(
+        self,
+        gmem: tuple,  # TMA views of Q, K, V, dO
+        smem: tuple,  # sQ (tile_m, d, st), sK (tile_n, d), sV (tile_n, d), sdO (tile_m, d, st)
+        tma_atoms: tuple,
+        pipeline_kv: pipeline.PipelineAsync,
+        pipeline_q: pipeline.PipelineAsync,
+        pipeline_do: pipeline.PipelineAsync,
+        n_block: Int32,
+        head_kv: Int32,
+        batch: Int32,
+        group: Int32,
+        lists: tuple,
+    ):
+        mQ, mK, mV, mdO = gmem
+        sQ, sK, sV, sdO = smem
+        tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_dO = tma_atoms[:4]
+        d = self.head_dim
+        one = cute.make_layout(1)
+        gK = cute.local_tile(mK[None, None, head_kv, batch], (self.tile_n, d), (n_block, 0))
+        gV = cute.local_tile(mV[None, None, head_kv, batch], (self.tile_n, d), (n_block, 0))
+        tKsK, tKgK = cpasync.tma_partition(
+            tma_atom_K, 0, one, cute.group_modes(sK, 0, 2), cute.group_modes(gK, 0, 2)
+        )
+        tVsV, tVgV = cpasync.tma_partition(
+            tma_atom_V, 0, one, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
+        )
+        kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
+        pipeline_kv.producer_acquire(kv_state)
+        bar = pipeline_kv.producer_get_barrier(kv_state)
+        cute.copy(tma_atom_K, tKgK, tKsK, tma_bar_ptr=bar)
+        cute.copy(tma_atom_V, tVgV, tVsV, tma_bar_ptr=bar)
+
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        for g in cutlass.range(group, unroll=1):
+            head = head_kv * group + g
+            blocks = self.block_range(
+                n_block, head, batch, mQ.shape[2], mQ.shape[0], mK.shape[0], lists
+            )
+            gQ = cute.local_tile(mQ[None, None, head, batch], (self.tile_m, d), (None, 0))
+            gdO = cute.local_tile(mdO[None, None, head, batch], (self.tile_m, d), (None, 0))
+            tQsQ, tQgQ = cpasync.tma_partition(
+                tma_atom_Q, 0, one, cute.group_modes(sQ, 0, 2), cute.group_modes(gQ, 0, 2)
+            )
+            tdOsdO, tdOgdO = cpasync.tma_partition(
+                tma_atom_dO, 0, one, cute.group_modes(sdO, 0, 2), cute.group_modes(gdO, 0, 2)
+            )
+            for i in cutlass.range(blocks[0], unroll=1):
+                m_block = self.m_block_at(i, blocks)
+                pipeline_q.producer_acquire(q_state)
+                cute.copy(
+                    tma_atom_Q,
+                    tQgQ[None, m_block],
+                    tQsQ[None, q_state.index],
+                    tma_bar_ptr=pipeline_q.producer_get_barrier(q_state),
+                )
+                pipeline_do.producer_acquire(q_state)
+                cute.copy(
+                    tma_atom_dO,
+                    tdOgdO[None, m_block],
+                    tdOsdO[None, q_state.index],
+                    tma_bar_ptr=pipeline_do.producer_get_barrier(q_state),
+                )
+                q_state.advance()
+
+    # ----------------------------------------------------------------------------------------
+    # Consumer warpgroups
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def mma(
+        self,
+        mmas: tuple,  # tiled MMAs: S / dP, dK / dV, dQ
+        gmem: tuple,  # mQ, mK (TMA views, for shapes), mdK, mdV (TMA views), lse, Delta, dQaccum
+        smem: tuple,  # sQ, sK, sV, sdO, sP, sdS
+        tma_atoms: tuple,
+        pipeline_kv: pipeline.PipelineAsync,
+        pipeline_q: pipeline.PipelineAsync,
+        pipeline_do: pipeline.PipelineAsync,
+        tidx: Int32,  # 0 .. num_mma_threads - 1
+        softmax_scale: Float32,
+        scale_log2: Float32,
+        n_block: Int32,
+        head_kv: Int32,
+        batch: Int32,
+        group: Int32,
+        lists: tuple,
+    ):
+        mma_sdp, mma_dkv, mma_dq = mmas
+        mQ, mK, mdK, mdV, mLSElog2, mDelta, mdQaccum = gmem
+        sQ, sK, sV, sdO, sP, sdS = smem
+        d = self.head_dim
+        seqlen_q = mQ.shape[0]
+        seqlen_k = mK.shape[0]
+        wg_idx = cute.arch.make_warp_uniform(tidx // THREADS_PER_WG)
+        wg_sdp = mma_sdp.get_slice(wg_idx * THREADS_PER_WG)
+        wg_dkv = mma_dkv.get_slice(wg_idx * THREADS_PER_WG)
+        wg_dq = mma_dq.get_slice(wg_idx * THREADS_PER_WG)
+        thr_sdp = mma_sdp.get_slice(tidx)
+        thr_dq = mma_dq.get_slice(tidx)
+
+        # Operand fragments (smem descriptors).
+        tSrQ = wg_sdp.make_fragment_A(wg_sdp.partition_A(sQ))
+        tSrK = wg_sdp.make_fragment_B(wg_sdp.partition_B(sK))
+        tdPrdO = wg_sdp.make_fragment_A(wg_sdp.partition_A(sdO))
+        tdPrV = wg_sdp.make_fragment_B(wg_sdp.partition_B(sV))
+        tdVrPt = wg_dkv.make_fragment_A(wg_dkv.partition_A(_transpose_view(sP)))
+        tdVrdOt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sdO)))
+        tdKrdSt = wg_dkv.make_fragment_A(wg_dkv.partition_A(_transpose_view(sdS)))
+        tdKrQt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sQ)))
+        tdQrdS = wg_dq.make_fragment_A(wg_dq.partition_A(sdS))
+        tdQrKt = wg_dq.make_fragment_B(wg_dq.partition_B(_transpose_view(sK)))
+
+        acc_shape_S = wg_sdp.partition_shape_C((self.tile_m, self.tile_n))
+        acc_shape_dQ = wg_dq.partition_shape_C((self.tile_m, d))
+        acc_dK = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+        acc_dV = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+        acc_dK.fill(0.0)
+        acc_dV.fill(0.0)
+        tScS_mn = acc_to_mn(thr_sdp.partition_C(cute.make_identity_tensor((64, self.tile_n))))
+
+        # P / dS registers -> smem (stmatrix, the layout of S's accumulator).
+        st_atom = cute.make_copy_atom(
+            warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
+        )
+        thr_st_PdS = cute.make_tiled_copy_C(st_atom, mma_sdp).get_slice(tidx)
+        tPsP = thr_st_PdS.partition_D(sP)
+        tdSsdS = thr_st_PdS.partition_D(sdS)
+
+        kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
+        pipeline_kv.consumer_wait(kv_state)
+
+        ctx = (
+            (tSrQ, tSrK, tdPrdO, tdPrV, tdVrPt, tdVrdOt, tdKrdSt, tdKrQt, tdQrdS, tdQrKt),
+            (mma_sdp, mma_dkv, mma_dq),
+            acc_dK,
+            acc_dV,
+            acc_shape_S,
+            acc_shape_dQ,
+            tScS_mn,
+            st_atom,
+            thr_st_PdS,
+            tPsP,
+            tdSsdS,
+            thr_dq,
+            pipeline_q,
+            pipeline_do,
+            scale_log2,
+            seqlen_q,
+            seqlen_k,
+        )
+
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
+        for g in cutlass.range(group, unroll=1):
+            head = head_kv * group + g
+            blocks = self.block_range(n_block, head, batch, mQ.shape[2], seqlen_q, seqlen_k, lists)
+            mBoundsCur = None
+            if const_expr(self.has_lists):
+                mBounds = lists[0]
+                head_b = head // (mQ.shape[2] // mBounds.shape[1])
+                mBoundsCur = mBounds[batch, head_b, None, None]
+            mLSEcur = mLSElog2[batch, head, None]
+            mDeltaCur = mDelta[batch, head, None]
+            mdQcur = mdQaccum[batch, head, None, None]
+            per_head = (mBoundsCur, mLSEcur, mDeltaCur, mdQcur, n_block)
+            for i in cutlass.range(blocks[1], unroll=1):
+                q_state = self.mma_one_m_block(
+                    q_state, self.m_block_at(i, blocks), True, ctx, per_head
+                )
+            for i in cutlass.range(blocks[1], blocks[0], unroll=1):
+                q_state = self.mma_one_m_block(
+                    q_state, self.m_block_at(i, blocks), False, ctx, per_head
+                )
+
+        acc_dK.store(acc_dK.load() * softmax_scale)
+        self.epilogue(
+            (acc_dK, acc_dV),
+            (mdK, mdV),
+            (sK, sV),
+            (tma_atoms[4], tma_atoms[5]),
+            mma_dkv,
+            tidx,
+            (n_block, head_kv, batch),
+        )
+
+    @cute.jit
+    def mma_one_m_block(
+        self,
+        q_state: pipeline.PipelineState,
+        m_block: Int32,
+        masked: cutlass.Constexpr[bool],
+        ctx: tuple,
+        per_head: tuple,
+    ) -> pipeline.PipelineState:
+        """All five GEMMs of one (m_block, n_block) tile; dQ added to global memory."""
+        frags, mmas, acc_dK, acc_dV, acc_shape_S, acc_shape_dQ, tScS_mn = ctx[:7]
+        st_atom, thr_st_PdS, tPsP, tdSsdS, thr_dq, pipeline_q, pipeline_do = ctx[7:14]
+        scale_log2, seqlen_q, seqlen_k = ctx[14:]
+        tSrQ, tSrK, tdPrdO, tdPrV, tdVrPt, tdVrdOt, tdKrdSt, tdKrQt, tdQrdS, tdQrKt = frags
+        mma_sdp, mma_dkv, mma_dq = mmas
+        mBoundsCur, mLSEcur, mDeltaCur, mdQcur, n_block = per_head
+        num_rows = cute.size(tScS_mn, mode=[0])
+        stage = q_state.index
+
+        # Work that needs no scores goes first: mask bits and the rows' statistics.
+        bits = None
+        if const_expr(masked):
+            bits = mask_bits(
+                tScS_mn,
+                mBoundsCur,
+                m_block,
+                n_block,
+                seqlen_q,
+                seqlen_k,
+                self.tile_m,
+                self.tile_n,
+                self.causal,
+                self.n_bounds,
+            )
+        lse = cute.make_rmem_tensor(num_rows, Float32)
+        delta = cute.make_rmem_tensor(num_rows, Float32)
+        for r in cutlass.range_constexpr(num_rows):
+            row = m_block * self.tile_m + tScS_mn[r, 0][0]
+            lse[r] = mLSEcur[row]
+            delta[r] = mDeltaCur[row]
+
+        pipeline_q.consumer_wait(q_state)
+        acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
+        _gemm(mma_sdp, acc_S, tSrQ[None, None, None, stage], tSrK, True, -1)
+        pipeline_do.consumer_wait(q_state)
+        acc_dP = cute.make_rmem_tensor(acc_shape_S, Float32)
+        _gemm(mma_sdp, acc_dP, tdPrdO[None, None, None, stage], tdPrV, True, 1)
+
+        # P = exp2(S * scale_log2 - lse_log2); masked scores are -inf, so P == 0 there.
+        if const_expr(masked):
+            apply_mask_bits(acc_S, bits)
+        s_mn = acc_to_mn(acc_S)
+        for r in cutlass.range_constexpr(num_rows):
+            s_mn[r, None].store(
+                cute.math.exp2(s_mn[r, None].load() * scale_log2 - lse[r], fastmath=True)
+            )
+        rP = cute.make_rmem_tensor(acc_shape_S, self.dtype)
+        rP.store(acc_S.load().to(self.dtype))
+
+        # dS = P * (dP - Delta)
+        warpgroup.wait_group(0)
+        dp_mn = acc_to_mn(acc_dP)
+        for r in cutlass.range_constexpr(num_rows):
+            dp_mn[r, None].store(s_mn[r, None].load() * (dp_mn[r, None].load() - delta[r]))
+        rdS = cute.make_rmem_tensor(acc_shape_S, self.dtype)
+        rdS.store(acc_dP.load().to(self.dtype))
+
+        # Last m_block's GEMMs (both warpgroups) are done with sP / sdS: overwrite them.
+        self.pds_barrier()
+        cute.copy(st_atom, thr_st_PdS.retile(rP), tPsP)
+        cute.copy(st_atom, thr_st_PdS.retile(rdS), tdSsdS)
+        cute.arch.fence_view_async_shared()
+        self.pds_barrier()
+
+        # dV += P^T dO, dQ = dS K, dK += dS^T Q
+        _gemm(mma_dkv, acc_dV, tdVrPt, tdVrdOt[None, None, None, stage], False, -1)
+        acc_dQ = cute.make_rmem_tensor(acc_shape_dQ, Float32)
+        _gemm(mma_dq, acc_dQ, tdQrdS, tdQrKt, True, -1)
+        _gemm(mma_dkv, acc_dK, tdKrdSt, tdKrQt[None, None, None, stage], False, -1)
+        warpgroup.wait_group(1)
+        pipeline_do.consumer_release(q_state)
+        gdQ = cute.local_tile(mdQcur, (self.tile_m, self.head_dim), (m_block, 0))
+        tdQgdQ = thr_dq.partition_C(gdQ)
+        for e in cutlass.range_constexpr(cute.size(acc_dQ)):
+            ptr = tdQgdQ.iterator + cute.crd2idx(e, tdQgdQ.layout)
+            cute.arch.red(ptr, acc_dQ[e], op="add", dtype=Float32, sem="relaxed", scope="gpu")
+        warpgroup.wait_group(0)
+        pipeline_q.consumer_release(q_state)
+        q_state.advance()
+        return q_state
+
+    @cute.jit
+    def pds_barrier(self) -> None:
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierBwd.PdS), number_of_threads=self.num_mma_threads
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Epilogue
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def epilogue(
+        self,
+        accs: tuple,  # acc_dK, acc_dV (fp32 wgmma accumulators; dK already scaled)
+        gmem: tuple,  # mdK, mdV: TMA views (s_k, d, h_kv, b)
+        smem: tuple,  # sK, sV: (tile_n, d), reused for dK, dV
+        tma_atoms: tuple,  # dK, dV store atoms
+        mma_dkv: cute.TiledMma,
+        tidx: Int32,
+        coord: tuple,  # n_block, head_kv, batch
+    ):
+        acc_dK, acc_dV = accs
+        mdK, mdV = gmem
+        sK, sV = smem
+        tma_atom_dK, tma_atom_dV = tma_atoms
+        n_block, head_kv, batch = coord
+        rdK = cute.make_rmem_tensor(acc_dK.shape, self.dtype)
+        rdK.store(acc_dK.load().to(self.dtype))
+        rdV = cute.make_rmem_tensor(acc_dV.shape, self.dtype)
+        rdV.store(acc_dV.load().to(self.dtype))
+        # Every consumer is done reading sK / sV (its last GEMMs waited for) before they are
+        # overwritten.
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierBwd.Epilogue), number_of_threads=self.num_mma_threads
+        )
+        st_atom = cute.make_copy_atom(
+            warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
+        )
+        thr_st = cute.make_tiled_copy_C(st_atom, mma_dkv).get_slice(tidx)
+        cute.copy(st_atom, thr_st.retile(rdK), thr_st.partition_D(sK))
+        cute.copy(st_atom, thr_st.retile(rdV), thr_st.partition_D(sV))
+        cute.arch.fence_view_async_shared()
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierBwd.Epilogue), number_of_threads=self.num_mma_threads
+        )
+        if tidx < cute.arch.WARP_SIZE:
+            tile = (self.tile_n, self.head_dim)
+            one = cute.make_layout(1)
+            for atom, s, m in ((tma_atom_dK, sK, mdK), (tma_atom_dV, sV, mdV)):
+                g = cute.local_tile(m[None, None, head_kv, batch], tile, (n_block, 0))
+                ts, tg = cpasync.tma_partition(
+                    atom, 0, one, cute.group_modes(s, 0, 2), cute.group_modes(g, 0, 2)
+                )
+                cute.copy(atom, ts, tg)
+            cute.arch.cp_async_bulk_commit_group()
+            cute.arch.cp_async_bulk_wait_group(0, read=True)

@@ -1,0 +1,378 @@
+"""Tests of fm4's Hopper backward (fm4/cute_kernels/bwd_sm90.py, bwd_prepost.py, bwd_launch.py).
+
+CPU: every kernel compiles for sm_90a on fake tensors; the main kernel's PTX has wgmma, TMA,
+setmaxnreg, fp32 reductions for dQ and no local memory; ptxas reports 0 bytes of spills.
+GPU (sm_90, ``@pytest.mark.gpu``): dq, dk, dv against ``fm4.reference.attention_bwd_ref`` (fp32),
+the kernel's error at most 2x a same-precision PyTorch computation's error plus a small atol.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from tests.helpers import MODES, compile_in_subprocess, random_bounds
+
+
+def _has_cutlass() -> bool:
+    try:
+        import cutlass  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _sm90() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+needs_cutlass = pytest.mark.skipif(not _has_cutlass(), reason="needs nvidia-cutlass-dsl (CuTe DSL)")
+needs_sm90 = pytest.mark.skipif(not _sm90(), reason="needs an sm_90 (Hopper) GPU")
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: compile for sm_90a, inspect PTX
+# ---------------------------------------------------------------------------------------------
+_COMPILE_SCRIPT = """
+import sys
+from fm4.cute_kernels import bwd_launch as L
+what, dtype, d = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if what == "pre":
+    L._compile_pre(dtype, d, sys.argv[4] == "1", 64)
+elif what == "post":
+    L._compile_post(dtype, d)
+else:
+    L._compile_bwd(dtype, d, sys.argv[4] == "1", int(sys.argv[5]))
+"""
+
+
+def _compile_and_read_ptx(tmp_path, args: list[str]) -> tuple[str, str]:
+    compile_in_subprocess(_COMPILE_SCRIPT, args, arch="sm_90a", dump_dir=tmp_path)
+    ptx_files = glob.glob(str(tmp_path / "*.ptx"))
+    assert len(ptx_files) == 1, ptx_files
+    with open(ptx_files[0]) as f:
+        return ptx_files[0], f.read()
+
+
+def _ptxas_report(tmp_path, ptx_file: str) -> str | None:
+    ptxas = shutil.which("ptxas") or shutil.which("/usr/local/bin/ptxas")
+    if ptxas is None:
+        return None
+    rep = subprocess.run(
+        [ptxas, "-arch=sm_90a", "-v", ptx_file, "-o", str(tmp_path / "k.cubin")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rep.returncode == 0, rep.stderr[-4000:]
+    return rep.stderr
+
+
+MAIN_CONFIGS = [
+    ("BFloat16", 128, False, 0),
+    ("BFloat16", 128, True, 0),
+    ("BFloat16", 128, True, 1),
+    ("BFloat16", 128, True, 2),
+    ("BFloat16", 128, False, 2),
+    ("BFloat16", 128, False, 4),
+    ("Float16", 64, False, 0),
+    ("BFloat16", 64, True, 2),
+    ("Float16", 64, False, 4),
+]
+
+
+@needs_cutlass
+@pytest.mark.parametrize("dtype,head_dim,causal,n_bounds", MAIN_CONFIGS)
+def test_bwd_main_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds):
+    args = ["main", dtype, str(head_dim), "1" if causal else "0", str(n_bounds)]
+    ptx_file, ptx = _compile_and_read_ptx(tmp_path, args)
+    assert "wgmma.mma_async" in ptx
+    assert "setmaxnreg" in ptx
+    assert "cp.async.bulk.tensor" in ptx  # TMA loads of Q, dO, K, V and stores of dK, dV
+    assert "stmatrix" in ptx  # P / dS and the dK / dV epilogue through smem
+    assert "red." in ptx and ".add.f32" in ptx  # dQ accumulated in fp32 global memory
+    assert "st.local" not in ptx and "ld.local" not in ptx
+    rep = _ptxas_report(tmp_path, ptx_file)
+    if rep is not None:
+        assert "0 bytes spill stores" in rep and "0 bytes spill loads" in rep, rep[-2000:]
+
+
+@needs_cutlass
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pre", "BFloat16", "128", "0"],
+        ["pre", "Float16", "64", "1"],
+        ["post", "BFloat16", "128"],
+        ["post", "Float16", "64"],
+    ],
+)
+def test_bwd_prepost_compile_for_sm90a(tmp_path, args):
+    ptx_file, ptx = _compile_and_read_ptx(tmp_path, args)
+    assert "st.local" not in ptx and "ld.local" not in ptx
+    if args[0] == "pre":
+        assert "shfl.sync.bfly" in ptx  # row sums of dO * O across the row's threads
+    rep = _ptxas_report(tmp_path, ptx_file)
+    if rep is not None:
+        assert "0 bytes spill stores" in rep, rep[-2000:]
+
+
+def test_bwd_rejects_unsupported_configs():
+    from fm4.cute_kernels.bwd_prepost import FlashMaskBwdPreprocess
+    from fm4.cute_kernels.bwd_sm90 import FlashMaskBwdSm90
+
+    with pytest.raises(ValueError, match="head_dim 256"):
+        FlashMaskBwdSm90(None, 256, False, 0)
+    with pytest.raises(ValueError, match="n_bounds"):
+        FlashMaskBwdSm90(None, 128, False, 3)
+    with pytest.raises(NotImplementedError, match="deterministic"):
+        FlashMaskBwdSm90(None, 128, False, 0, deterministic=True)
+    with pytest.raises(ValueError, match="head_dim 96"):
+        FlashMaskBwdPreprocess(None, 96, False, 64)
+
+
+def test_bwd_can_implement_reasons_on_cpu():
+    from fm4.cute_kernels.bwd_launch import can_implement
+
+    q = torch.randn(1, 8, 2, 128, dtype=torch.bfloat16)
+    k = torch.randn(1, 8, 1, 128, dtype=torch.bfloat16)
+    ok, why = can_implement(q, q, k, k, q)
+    assert not ok and "CUDA" in why
+    q256 = torch.randn(1, 8, 2, 256, dtype=torch.bfloat16)
+    k256 = torch.randn(1, 8, 1, 256, dtype=torch.bfloat16)
+    ok, why = can_implement(q256, q256, k256, k256, q256)
+    assert not ok and "256" in why and "registers" in why
+    ok, why = can_implement(q, q, k, k, q, deterministic=True)
+    assert not ok and "deterministic" in why
+    ok, why = can_implement(q.float(), q.float(), k.float(), k.float(), q.float())
+    assert not ok and "dtype" in why
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: correctness against fm4.reference.attention_bwd_ref
+# ---------------------------------------------------------------------------------------------
+SHAPES = [(1, 1), (113, 203), (1023, 1024), (256, 256), (384, 200)]
+
+
+def _mask_names() -> list[str]:
+    from fm4.masks import mask_names
+
+    return mask_names()
+
+
+SMOKE_SHAPES = [(113, 203), (1023, 1024)]
+
+
+def _inputs(B, sq, sk, H, Hkv, D, dtype, gen_seed=0):
+    g = torch.Generator(device="cuda").manual_seed(gen_seed)
+    q = torch.randn(B, sq, H, D, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(B, sk, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(B, sk, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    dout = torch.randn(B, sq, H, D, device="cuda", dtype=dtype, generator=g)
+    return q, k, v, dout
+
+
+def _run_and_check(q, k, v, dout, sri, causal, *, dlse=None, factor=2.0, atol=2e-3):
+    """Forward with the reference, backward with the kernel; compare with the fp32 reference.
+
+    Tolerance (FA4's rule, like ``fm4.testing.check_attention``): per gradient, max error at
+    most ``factor`` x the error of the same math done by PyTorch in the inputs' dtype, plus
+    ``atol`` scaled by the reference's magnitude. Gradients of rows / columns that see
+    nothing must be exactly 0; nothing may be NaN.
+    """
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
+    from fm4.reference import attention_bwd_ref, attention_ref
+
+    out, lse = attention_ref(q, k, v, sri, causal)
+    dq, dk, dv = attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, dlse=dlse)
+    ref = attention_bwd_ref(dout, q, k, v, sri, causal, dlse=dlse)
+    # PyTorch in the inputs' precision: the reference formula on inputs rounded through the
+    # dtype, with the probabilities and dS rounded to the dtype as a 16-bit kernel would.
+    pt = _bwd_same_precision(dout, q, k, v, sri, causal, dlse)
+    errs = {}
+    for name, got, r, p in zip(("dq", "dk", "dv"), (dq, dk, dv), ref, pt, strict=True):
+        assert got.shape == r.shape and got.dtype == r.dtype, name
+        assert not torch.isnan(got).any(), f"NaN in {name}"
+        err = (got.float() - r.float()).abs().max().item() if got.numel() else 0.0
+        err_pt = (p.float() - r.float()).abs().max().item() if got.numel() else 0.0
+        scale = max(1.0, r.float().abs().max().item()) if got.numel() else 1.0
+        assert err <= factor * err_pt + atol * scale, (
+            f"{name} max error {err:.3e} exceeds {factor} x PyTorch's {err_pt:.3e} "
+            f"+ {atol} x {scale:.2f}"
+        )
+        errs[name] = (err, err_pt)
+    blind_rows = torch.isneginf(lse).permute(0, 2, 1)  # (B, Sq, H)
+    assert bool((dq[blind_rows] == 0).all()), "rows that see no key must get dq == 0"
+    return errs
+
+
+def _bwd_same_precision(dout, q, k, v, sri, causal, dlse):
+    """The backward formula computed with 16-bit matmul inputs (PyTorch's own error)."""
+    from fm4.reference import _chunk_probs, _setup
+
+    sri_, causal_, scale, _ = _setup(q, k, v, sri, causal, None, True)
+    B, Sq, H, D = q.shape
+    Sk, Hkv = k.shape[1], k.shape[2]
+    G = H // Hkv
+    dt = q.dtype
+    qc = q.permute(0, 2, 1, 3).reshape(B, Hkv, G, Sq, D)
+    kc = k.permute(0, 2, 3, 1).unsqueeze(2)
+    vc = v.permute(0, 2, 1, 3).unsqueeze(2)
+    doc = dout.permute(0, 2, 1, 3).reshape(B, Hkv, G, Sq, D)
+    p, _ = _chunk_probs(qc.float(), kc.float(), sri_, causal_, 0, Sq, Sq, Sk, scale)
+    o = torch.matmul(p.to(dt), vc).float()
+    delta = (doc.float() * o).sum(-1, keepdim=True)
+    if dlse is not None:
+        delta = delta - dlse.float().reshape(B, Hkv, G, Sq, 1)
+    dp = torch.matmul(doc, vc.transpose(-1, -2)).float()
+    ds = (p * (dp - delta)).to(dt)
+    dq = torch.matmul(ds, kc.transpose(-1, -2)).float() * scale
+    dk = torch.matmul(ds.transpose(-1, -2), qc).float().sum(2) * scale
+    dv = torch.matmul(p.to(dt).transpose(-1, -2), doc).float().sum(2)
+    dq = dq.reshape(B, H, Sq, D).permute(0, 2, 1, 3).to(dt)
+    return dq, dk.permute(0, 2, 1, 3).to(dt), dv.permute(0, 2, 1, 3).to(dt)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bwd_dense(sq, sk, causal, dtype):
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, dtype)
+    _run_and_check(q, k, v, dout, None, causal)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SMOKE_SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_bwd_dense_d64(sq, sk, causal):
+    q, k, v, dout = _inputs(2, sq, sk, 4, 1, 64, torch.bfloat16)
+    _run_and_check(q, k, v, dout, None, causal)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal,n", MODES)
+@pytest.mark.parametrize("hm", [1, 2, 4])
+def test_bwd_bounds(sq, sk, causal, n, hm):
+    """Random bounds (fuzz), Hm in {1, Hkv, H}, GQA 4:2."""
+    gen = torch.Generator().manual_seed(sq * 7 + sk + n + hm)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("seed", range(4))
+def test_bwd_bounds_fuzz_d64_fp16(seed):
+    gen = torch.Generator().manual_seed(100 + seed)
+    causal, n = MODES[seed % len(MODES)]
+    sq, sk = 300 + 37 * seed, 500 - 41 * seed
+    q, k, v, dout = _inputs(1, sq, sk, 4, 4, 64, torch.float16, gen_seed=seed)
+    sri = random_bounds(1, 4, sq, sk, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("name", _mask_names())
+def test_bwd_registry_masks(name):
+    from fm4.masks import make_mask
+
+    S, B, H, Hkv = 1024, 2, 4, 2
+    mask = make_mask(name, S, batch=B, num_heads=H, device="cuda", seed=3)
+    q, k, v, dout = _inputs(B, S, S, H, Hkv, 128, torch.bfloat16)
+    _run_and_check(q, k, v, dout, mask.startend_row_indices, mask.causal)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("hkv", [1, 2, 4])
+def test_bwd_gqa_mqa(hkv):
+    """dK / dV summed over the group's query heads inside the CTA (Note [GQA in the CTA])."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v, dout = _inputs(2, 333, 517, 4, hkv, 128, torch.bfloat16)
+    sri = random_bounds(2, 1, 333, 517, 2, gen, False).cuda()
+    _run_and_check(q, k, v, dout, sri, False)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+def test_bwd_fully_masked_rows_and_columns():
+    """Rows [0, 300) and columns [500, 640) see nothing: their gradients are exactly 0."""
+    sq = sk = 640
+    q, k, v, dout = _inputs(1, sq, sk, 2, 2, 128, torch.bfloat16)
+    sri = torch.zeros(1, 1, sk, 4, dtype=torch.int32)
+    sri[..., 0], sri[..., 1] = 0, 300  # rows [0, 300) masked in every column
+    sri[..., 2], sri[..., 3] = 500, 520
+    sri[:, :, 500:, 0], sri[:, :, 500:, 1] = 0, sq  # columns [500, 640) fully masked
+    sri = sri.cuda()
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
+    from fm4.reference import attention_ref
+
+    _run_and_check(q, k, v, dout, sri, False)
+    out, lse = attention_ref(q, k, v, sri, False)
+    dq, dk, dv = attention_bwd_sm90(dout, q, k, v, out, lse, sri, False)
+    assert (dq[:, :300] == 0).all()
+    assert (dk[:, 500:] == 0).all() and (dv[:, 500:] == 0).all()
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+def test_bwd_causal_sq_longer_than_sk():
+    """Bottom-right causal with Sq > Sk: the first Sq - Sk rows see nothing (dq == 0)."""
+    q, k, v, dout = _inputs(1, 700, 300, 2, 1, 128, torch.bfloat16)
+    _run_and_check(q, k, v, dout, None, True)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("n_mode", [0, 2])
+def test_bwd_with_dlse(n_mode):
+    gen = torch.Generator().manual_seed(9)
+    sq, sk = 257, 390
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16)
+    sri = random_bounds(2, 2, sq, sk, 2, gen, False).cuda() if n_mode else None
+    dlse = torch.randn(2, 4, sq, device="cuda", dtype=torch.float32)
+    _run_and_check(q, k, v, dout, sri, False, dlse=dlse)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+def test_bwd_prebuilt_tile_lists_and_no_recompile():
+    """Lists built once with ``tile_shape_bwd``; a new length reuses the compiled kernels."""
+    from fm4.cute_kernels import compile_utils
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90, tile_shape_bwd
+    from fm4.masks.tiles import build_tile_lists
+    from fm4.reference import attention_ref
+
+    gen = torch.Generator().manual_seed(11)
+    for sq, sk in ((200, 330), (420, 610)):
+        q, k, v, dout = _inputs(1, sq, sk, 2, 2, 128, torch.bfloat16)
+        sri = random_bounds(1, 2, sq, sk, 4, gen, False).cuda()
+        lists = build_tile_lists(sri, False, sq, sk, *tile_shape_bwd(128), backward=True)
+        out, lse = attention_ref(q, k, v, sri, False)
+        before = compile_utils.compile_count
+        attention_bwd_sm90(dout, q, k, v, out, lse, sri, False, tile_lists=lists)
+        if sq == 420:
+            assert compile_utils.compile_count == before, "a new length must not recompile"
+    assert math.isfinite(float(lse[torch.isfinite(lse)].sum()))
