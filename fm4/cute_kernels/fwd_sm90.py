@@ -39,7 +39,13 @@ from cutlass.tensor_utils import LayoutEnum
 
 from fm4.cute_kernels.mask_apply import apply_mask_bits, mask_bits
 from fm4.cute_kernels.named_barrier import NamedBarrierFwd
-from fm4.cute_kernels.softmax import LOG2_E, OnlineSoftmax, acc_to_frg_a, acc_to_mn
+from fm4.cute_kernels.softmax import (
+    LOG2_E,
+    OnlineSoftmax,
+    acc_to_frg_a,
+    acc_to_mn,
+    convert_to_16bit,
+)
 
 # ============================================================================================
 # Tuning table (the only place with tuning constants)
@@ -54,6 +60,19 @@ NUM_CONSUMER_WARPGROUPS = 2  # tile_m // 64
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
 SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
+
+
+# P to 16 bit with packed inline-asm cvt (Note [Packed conversion] in softmax.py) instead of
+# TensorSSA.to: only for non-causal kernels without bounds (H100, 8K, D=128: full 27.89 ->
+# 26.32 ms; causal 14.11 -> 14.59 ms, worse; with bounds it spills 4-12 bytes). See NOTES.md.
+def p_cvt_asm_default(causal: bool, n_bounds: int) -> bool:
+    return not causal and n_bounds == 0
+
+
+# Rescale O by the previous block's factor while the next Q K^T runs (before P V is issued)
+# instead of right after the softmax (FA4 does this for head dims above 128 only). Measured
+# slower at D=128 (full +4%, prefix_lm_causal +6% vs without), so off.
+RESCALE_O_BEFORE_PV = False
 # ============================================================================================
 
 THREADS_PER_WG = 128
@@ -118,6 +137,8 @@ class FlashMaskFwdSm90:
         tile_m: int | None = None,
         tile_n: int | None = None,
         num_stages: int | None = None,
+        p_cvt_asm: bool | None = None,
+        rescale_o_before_pv: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4."""
         if head_dim not in TILE_CONFIG_SM90:
@@ -135,6 +156,10 @@ class FlashMaskFwdSm90:
         self.tile_m = tile_m or cfg_m
         self.tile_n = tile_n or cfg_n
         self.num_stages = num_stages or cfg_stages
+        self.p_cvt_asm = p_cvt_asm_default(causal, n_bounds) if p_cvt_asm is None else p_cvt_asm
+        self.rescale_o_before_pv = (
+            RESCALE_O_BEFORE_PV if rescale_o_before_pv is None else rescale_o_before_pv
+        )
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -567,6 +592,9 @@ class FlashMaskFwdSm90:
         softmax = OnlineSoftmax(scale_log2, cute.size(tScS_mn, mode=[0]))
         softmax.reset()
         acc_O.fill(0.0)
+        # Factor still owed to O (used when O is rescaled just before the next P V).
+        o_scale = cute.make_rmem_tensor(cute.size(tScS_mn, mode=[0]), Float32)
+        o_scale.fill(1.0)
 
         # Ping-pong: the first warpgroup starts with its barrier already half-arrived.
         if wg_idx == 0:
@@ -593,6 +621,7 @@ class FlashMaskFwdSm90:
             tiled_mma_pv,
             pipeline_k,
             pipeline_v,
+            o_scale,
         )
 
         if n_total > 0:
@@ -611,13 +640,15 @@ class FlashMaskFwdSm90:
             if n_partial > 0:
                 apply_mask_bits(acc_S, bits)
             softmax.step(acc_S, is_first=True)
-            tOrP.store(acc_to_frg_a(acc_S).load().to(self.dtype))
+            self.convert_p(acc_S, tOrP)
             # Partial blocks (element-wise mask), then unmasked blocks (no mask work at all).
             for i in cutlass.range(1, n_partial, unroll=1):
                 kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
             for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
                 kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
             # Last P V.
+            if const_expr(self.rescale_o_before_pv):
+                softmax.rescale_o(acc_O, o_scale)
             pipeline_v.consumer_wait(kv_state)
             _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
             pipeline_v.consumer_release(kv_state)
@@ -667,7 +698,7 @@ class FlashMaskFwdSm90:
     ) -> pipeline.PipelineState:
         """S = Q K^T of this block overlapped with O += P V of the previous one."""
         (tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax) = ctx[:8]
-        wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v = ctx[12:]
+        wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = ctx[12:]
         state_v = kv_state.clone()
         kv_state.advance()
         bits = None
@@ -677,6 +708,8 @@ class FlashMaskFwdSm90:
         self.scheduler_sync(wg_idx)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+        if const_expr(self.rescale_o_before_pv):
+            softmax.rescale_o(acc_O, o_scale)
         pipeline_v.consumer_wait(state_v)
         _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, state_v.index], False, -1)
         self.scheduler_arrive(wg_idx)
@@ -687,9 +720,20 @@ class FlashMaskFwdSm90:
         row_scale = softmax.step(acc_S, is_first=False)
         warpgroup.wait_group(0)
         pipeline_v.consumer_release(state_v)
-        tOrP.store(acc_to_frg_a(acc_S).load().to(self.dtype))
-        softmax.rescale_o(acc_O, row_scale)
+        self.convert_p(acc_S, tOrP)
+        if const_expr(self.rescale_o_before_pv):
+            o_scale.store(row_scale.load())
+        else:
+            softmax.rescale_o(acc_O, row_scale)
         return kv_state
+
+    @cute.jit
+    def convert_p(self, acc_S: cute.Tensor, tOrP: cute.Tensor) -> None:
+        """P (fp32 accumulator of S after the softmax) -> the 16-bit A operand of P V."""
+        if const_expr(self.p_cvt_asm):
+            convert_to_16bit(acc_to_frg_a(acc_S), tOrP)
+        else:
+            tOrP.store(acc_to_frg_a(acc_S).load().to(self.dtype))
 
     @cute.jit
     def scheduler_sync(self, wg_idx: Int32) -> None:

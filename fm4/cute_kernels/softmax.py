@@ -15,7 +15,9 @@ import math
 
 import cutlass
 import cutlass.cute as cute
-from cutlass import Float32
+from cutlass import Float32, Int32
+from cutlass._mlir.dialects import llvm
+from cutlass.cutlass_dsl import T, dsl_user_op
 
 LOG2_E = math.log2(math.e)
 LN_2 = math.log(2.0)
@@ -67,6 +69,38 @@ def acc_layout_to_frg_a(acc_layout: cute.Layout) -> cute.Layout:
 def acc_to_frg_a(acc: cute.Tensor) -> cute.Tensor:
     """Accumulator viewed as a wgmma register A operand (same registers, no copy)."""
     return cute.make_tensor(acc.iterator, acc_layout_to_frg_a(acc.layout))
+
+
+@dsl_user_op
+def _cvt_pack_16(a: Float32, b: Float32, bf16: bool, *, loc=None, ip=None) -> Int32:
+    """Two fp32 -> one packed bf16x2 / f16x2 register (``cvt.rn``; ``a`` in the low half)."""
+    ty = "bf16x2" if bf16 else "f16x2"
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [Float32(a).ir_value(loc=loc, ip=ip), Float32(b).ir_value(loc=loc, ip=ip)],
+            f"cvt.rn.{ty}.f32 $0, $2, $1;",
+            "=r,f,f",
+            has_side_effects=False,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
+    )
+
+
+@cute.jit
+def convert_to_16bit(src: cute.Tensor, dst: cute.Tensor) -> None:
+    """fp32 fragment -> bf16 / fp16 fragment of the same layout, two elements per instruction.
+
+    Note [Packed conversion]: written as inline asm, the conversion stays where the kernel
+    puts it. With ``TensorSSA.to`` LLVM sank the identical conversions at the end of the first
+    block and of the loop body into the loop header, which kept the fp32 P alive across the
+    loop's back edge and let ptxas move the P V wait ahead of every exp2 of the softmax.
+    """
+    bf16 = cutlass.const_expr(dst.element_type is cutlass.BFloat16)
+    dst_i32 = cute.recast_tensor(dst, Int32)
+    for i in cutlass.range_constexpr(cute.size(dst_i32)):
+        dst_i32[i] = _cvt_pack_16(src[2 * i], src[2 * i + 1], bf16)
 
 
 @cute.jit
