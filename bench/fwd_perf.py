@@ -27,44 +27,9 @@ VARIANTS: dict[str, dict] = {
 
 def compile_variant(head_dim: int, causal: bool, n_bounds: int, arch: str | None, **kw):
     """Compile one fm4 forward variant (bf16) for ``arch`` (None: the visible GPU)."""
-    import cutlass
-    import cutlass.cute as cute
+    from fm4.cute_kernels.fwd_launch import _compile_fwd
 
-    from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
-    from fm4.cute_kernels.fwd_launch import _fake
-    from fm4.cute_kernels.fwd_sm90 import FlashMaskFwdSm90
-
-    dtype = cutlass.BFloat16
-    b, s_q, s_k, h, h_kv = (cute.sym_int() for _ in range(5))
-    q = _fake(dtype, (b, s_q, h, head_dim), 8)
-    k = _fake(dtype, (b, s_k, h_kv, head_dim), 8)
-    v = _fake(dtype, (b, s_k, h_kv, head_dim), 8)
-    o = _fake(dtype, (b, s_q, h, head_dim), 8)
-    lse = _fake(cutlass.Float32, (b, h, s_q), 1)
-    mask_args: list = [None] * 5
-    if n_bounds:
-        hm, hm_l, m_blocks, n_blocks = (cute.sym_int() for _ in range(4))
-        i32 = cutlass.Int32
-        mask_args = [
-            _fake(i32, (b, hm, s_k, n_bounds), 1),
-            _fake(i32, (b, hm_l, m_blocks), 1),
-            _fake(i32, (b, hm_l, m_blocks, n_blocks), 1),
-            _fake(i32, (b, hm_l, m_blocks), 1),
-            _fake(i32, (b, hm_l, m_blocks, n_blocks), 1),
-        ]
-    kernel = FlashMaskFwdSm90(dtype, head_dim, causal, n_bounds, **kw)
-    return cute.compile(
-        kernel,
-        q,
-        k,
-        v,
-        o,
-        lse,
-        cutlass.Float32(1.0),
-        *mask_args,
-        fake_env_stream(),
-        options=compile_options(arch),
-    )
+    return _compile_fwd("BFloat16", head_dim, causal, n_bounds, arch=arch, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,18 +92,6 @@ def can_implement(
     return True, ""
 
 
-def _fake(dtype: Any, shape: tuple, divisibility: int) -> Any:
-    """Fake tensor: last stride 1, the others symbolic 64-bit (multiples of ``divisibility``)."""
-    import cutlass.cute as cute
-
-    stride = tuple(
-        1 if i == len(shape) - 1 else cute.sym_int64(divisibility=divisibility)
-        for i in range(len(shape))
-    )
-    align = 16 if divisibility * dtype.width // 8 >= 16 else 4
-    return cute.runtime.make_fake_tensor(dtype, shape, stride=stride, assumed_align=align)
-
-
 def _compile_bwd(
     dtype_name: str,
     head_dim: int,
@@ -119,6 +107,7 @@ def _compile_bwd(
 
     from fm4.cute_kernels.bwd_sm90 import FlashMaskBwdSm90
     from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
+    from fm4.cute_kernels.compile_utils import fake_tensor as _fake
 
     dtype = getattr(cutlass, dtype_name)
     b, s_q, s_qp, s_k, h, h_kv = (cute.sym_int() for _ in range(6))
@@ -162,6 +151,7 @@ def _compile_pre(dtype_name: str, head_dim: int, has_dlse: bool, tile_m: int) ->
 
     from fm4.cute_kernels.bwd_prepost import FlashMaskBwdPreprocess
     from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
+    from fm4.cute_kernels.compile_utils import fake_tensor as _fake
 
     dtype = getattr(cutlass, dtype_name)
     b, s_q, s_qp, h = (cute.sym_int() for _ in range(4))
@@ -192,6 +182,7 @@ def _compile_post(dtype_name: str, head_dim: int) -> Any:
 
     from fm4.cute_kernels.bwd_prepost import FlashMaskBwdPostprocess
     from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
+    from fm4.cute_kernels.compile_utils import fake_tensor as _fake
 
     dtype = getattr(cutlass, dtype_name)
     b, s_q, s_qp, h = (cute.sym_int() for _ in range(4))

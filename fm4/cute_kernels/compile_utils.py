@@ -4,6 +4,7 @@
   for ``cute.compile`` without a GPU (every offset is then an int32 product: the wrappers check
   that their tensors stay below 2**31 elements);
 * `compile_options`: the DSL options string (TVM FFI on, ``--gpu-arch`` when an arch is given);
+* `fake_tensor`: a fake tensor with symbolic 64-bit strides (the attention kernels' operands);
 * `fake_env_stream`: the fake stream argument that makes TVM FFI launch on the current torch
   stream;
 * `device_arch`: the ``--gpu-arch`` name of a CUDA device (``sm_90a``, ``sm_100a``, ...);
@@ -48,6 +49,17 @@ def fake_compact_tensor(dtype: Any, shape: tuple[Any, ...], align: int = 4) -> A
         assumed_align=align,
         use_32bit_stride=True,
     )
+
+
+def fake_tensor(dtype: Any, shape: tuple[Any, ...], divisibility: int) -> Any:
+    """A fake tensor for TMA-loaded operands: last stride 1, the others symbolic 64-bit
+    multiples of ``divisibility`` elements (16-byte aligned when that makes 16 bytes)."""
+    stride = tuple(
+        1 if i == len(shape) - 1 else cute.sym_int64(divisibility=divisibility)
+        for i in range(len(shape))
+    )
+    align = 16 if divisibility * dtype.width // 8 >= 16 else 4
+    return cute.runtime.make_fake_tensor(dtype, shape, stride=stride, assumed_align=align)
 
 
 def fake_env_stream() -> Any:

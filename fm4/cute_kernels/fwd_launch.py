@@ -71,26 +71,26 @@ def can_implement(
     return True, ""
 
 
-def _fake(dtype: Any, shape: tuple, divisibility: int) -> Any:
-    import cutlass.cute as cute
+def _compile_fwd(
+    dtype_name: str,
+    head_dim: int,
+    causal: bool,
+    n_bounds: int,
+    *,
+    arch: str | None = "sm_90a",
+    **variant: Any,
+) -> Any:
+    """Compile one configuration; everything data-dependent stays symbolic.
 
-    stride = tuple(
-        1 if i == len(shape) - 1 else cute.sym_int64(divisibility=divisibility)
-        for i in range(len(shape))
-    )
-    align = 16 if divisibility * dtype.width // 8 >= 16 else 4
-    return cute.runtime.make_fake_tensor(dtype, shape, stride=stride, assumed_align=align)
-
-
-def _compile_fwd(dtype_name: str, head_dim: int, causal: bool, n_bounds: int) -> Any:
-    """Compile one configuration for sm_90a; everything data-dependent stays symbolic.
-
-    The compile-time configuration is exactly these arguments (the compile cache key).
+    The compile-time configuration is exactly the positional arguments (the compile cache key);
+    ``variant`` (tile shape, stages, ...: `FlashMaskFwdSm90`'s options) is for tuning scripts
+    such as ``bench/fwd_perf.py``, and ``arch`` None targets the visible GPU.
     """
     import cutlass
     import cutlass.cute as cute
 
     from fm4.cute_kernels.compile_utils import compile_options, fake_env_stream
+    from fm4.cute_kernels.compile_utils import fake_tensor as _fake
     from fm4.cute_kernels.fwd_sm90 import FlashMaskFwdSm90
 
     dtype = getattr(cutlass, dtype_name)
@@ -110,7 +110,7 @@ def _compile_fwd(dtype_name: str, head_dim: int, causal: bool, n_bounds: int) ->
             _fake(cutlass.Int32, (b, hm_l, m_blocks), 1),
             _fake(cutlass.Int32, (b, hm_l, m_blocks, n_blocks), 1),
         ]
-    kernel = FlashMaskFwdSm90(dtype, head_dim, causal, n_bounds)
+    kernel = FlashMaskFwdSm90(dtype, head_dim, causal, n_bounds, **variant)
     return cute.compile(
         kernel,
         q,
@@ -121,7 +121,7 @@ def _compile_fwd(dtype_name: str, head_dim: int, causal: bool, n_bounds: int) ->
         cutlass.Float32(1.0),
         *mask_args,
         fake_env_stream(),
-        options=compile_options("sm_90a"),
+        options=compile_options(arch),
     )
 
 
