@@ -1,8 +1,20 @@
-"""Independent test helpers: dense masks written element by element from MASKS.md's table."""
+"""Test helpers: dense masks written element by element from MASKS.md's table, random bounds,
+skip markers, and compiling in a fresh process for a given arch."""
 
 from __future__ import annotations
 
+import importlib.util
+
+import pytest
 import torch
+
+needs_cutlass = pytest.mark.skipif(
+    importlib.util.find_spec("cutlass") is None, reason="needs nvidia-cutlass-dsl (CuTe DSL)"
+)
+needs_sm90 = pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
+    reason="needs an sm_90 (Hopper) GPU",
+)
 
 
 def dense_from_bounds_loops(sri: torch.Tensor | None, causal: bool, sq: int, sk: int):

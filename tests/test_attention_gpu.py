@@ -14,15 +14,9 @@ import torch
 import fm4
 from fm4.masks import FlashMask, make_mask, mask_names
 from fm4.testing import check_attention, poison_allocator
-from tests.helpers import MODES, random_bounds
+from tests.helpers import MODES, needs_sm90, random_bounds
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
-        reason="needs an sm_90 (Hopper) GPU",
-    ),
-]
+pytestmark = [pytest.mark.gpu, needs_sm90]
 
 LENGTHS = [(1, 1), (113, 203), (1023, 1024), (4096, 4096), (8192, 8192)]
 

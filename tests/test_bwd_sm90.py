@@ -16,24 +16,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.helpers import MODES, compile_in_subprocess, random_bounds
-
-
-def _has_cutlass() -> bool:
-    try:
-        import cutlass  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _sm90() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
-
-
-needs_cutlass = pytest.mark.skipif(not _has_cutlass(), reason="needs nvidia-cutlass-dsl (CuTe DSL)")
-needs_sm90 = pytest.mark.skipif(not _sm90(), reason="needs an sm_90 (Hopper) GPU")
-
+from tests.helpers import MODES, compile_in_subprocess, needs_cutlass, needs_sm90, random_bounds
 
 # ---------------------------------------------------------------------------------------------
 # CPU: compile for sm_90a, inspect PTX

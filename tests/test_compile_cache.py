@@ -10,6 +10,8 @@ import textwrap
 import pytest
 import torch
 
+from tests.helpers import needs_sm90
+
 pytest.importorskip("cutlass", reason="needs nvidia-cutlass-dsl (CuTe DSL)")
 
 _CPU_SCRIPT = textwrap.dedent(
@@ -67,10 +69,7 @@ _GPU_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(
-    not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
-    reason="needs an sm_90 (Hopper) GPU",
-)
+@needs_sm90
 def test_disk_cache_attention_gpu(tmp_path):
     first = _run(_GPU_SCRIPT.replace("OUT", repr(str(tmp_path / "a.pt"))), tmp_path / "c")
     second = _run(_GPU_SCRIPT.replace("OUT", repr(str(tmp_path / "b.pt"))), tmp_path / "c")

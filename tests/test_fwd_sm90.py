@@ -18,22 +18,10 @@ import textwrap
 import pytest
 import torch
 
-from tests.helpers import MODES, random_bounds
+from tests.helpers import MODES, needs_cutlass, needs_sm90, random_bounds
 
 SHAPES = [(1, 1), (113, 203), (1023, 1024), (256, 256), (384, 200)]
 SMOKE_SHAPES = [(113, 203), (1023, 1024)]
-
-
-def _has_cutlass() -> bool:
-    try:
-        import cutlass  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _sm90() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,7 +36,7 @@ _COMPILE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not _has_cutlass(), reason="needs nvidia-cutlass-dsl (CuTe DSL)")
+@needs_cutlass
 @pytest.mark.parametrize(
     "dtype,head_dim,causal,n_bounds",
     [("BFloat16", 128, False, 0), ("BFloat16", 128, True, 2), ("Float16", 64, False, 4)],
@@ -105,9 +93,6 @@ def _check(q, k, v, sri, causal, out, lse):
 
     e = check_attention(q, k, v, sri, causal, out, lse)
     return e.out_err, e.out_err_torch
-
-
-needs_sm90 = pytest.mark.skipif(not _sm90(), reason="needs an sm_90 (Hopper) GPU")
 
 
 @pytest.mark.gpu
