@@ -35,6 +35,7 @@ def attention(
     causal: bool = False,
     softmax_scale: float | None = None,
     return_lse: bool = False,
+    deterministic: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention with a FlashMask column-bound mask.
 
@@ -46,6 +47,8 @@ def attention(
         causal: bottom-right aligned causal masking (with a FlashMask: must agree with it).
         softmax_scale: default ``1 / sqrt(D)``.
         return_lse: also return the log-sum-exp, fp32 ``(B, H, Sq)`` (natural log).
+        deterministic: bitwise-identical gradients from run to run (the backward orders its dQ
+            accumulation instead of using atomics; slower, see the README).
     Returns:
         out ``(B, Sq, H, Dv)``, or (out, lse). Rows that see no key give out 0 and lse -inf.
 
@@ -55,7 +58,7 @@ def attention(
         out = fm4.attention(q, k, v, mask)
     """
     sri, causal_eff = _resolve_mask(mask, causal)
-    out, lse = attention_op(q, k, v, sri, causal_eff, softmax_scale)
+    out, lse = attention_op(q, k, v, sri, causal_eff, softmax_scale, bool(deterministic))
     return (out, lse) if return_lse else out
 
 
@@ -68,6 +71,7 @@ def flashmask_attention(
     causal: bool = False,
     softmax_scale: float | None = None,
     return_softmax_lse: bool = False,
+    deterministic: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """FlashMask's ``flashmask_attention`` for PyTorch tensors (switch with one import).
 
@@ -78,8 +82,11 @@ def flashmask_attention(
         causal: whether the causal triangle is masked too (required for n=1; not allowed for
             n=4).
         return_softmax_lse: also return the lse, fp32 ``(B, H, Sq)``.
+        deterministic: bitwise-identical gradients from run to run.
     Returns:
         out ``(B, Sq, H, D)``, or (out, lse).
     """
-    out, lse = attention_op(query, key, value, startend_row_indices, bool(causal), softmax_scale)
+    out, lse = attention_op(
+        query, key, value, startend_row_indices, bool(causal), softmax_scale, bool(deterministic)
+    )
     return (out, lse) if return_softmax_lse else out

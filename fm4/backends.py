@@ -1,16 +1,16 @@
 """Which implementation runs an attention call, by device.
 
 * CPU: the reference (`fm4.reference`, fp32 math, chunked over query rows).
-* CUDA, sm_90 (H100/H200): the forward is fm4's CuTe DSL kernel (`fm4.cute_kernels.fwd_sm90`);
-  the backward runs the reference until the backward kernel lands (a one-time warning says so).
-* Other CUDA devices, or inputs the kernel cannot take (e.g. head dims other than 64/128/256):
-  a clear error. ``FM4_BACKEND=reference`` runs the reference anywhere, on request only.
+* CUDA, sm_90 (H100/H200): fm4's CuTe DSL kernels, forward (`fm4.cute_kernels.fwd_sm90`) and
+  backward (`fm4.cute_kernels.bwd_sm90`).
+* Other CUDA devices, or inputs a kernel cannot take (e.g. head dims other than 64/128/256 in
+  the forward, 256 in the backward): a clear error. ``FM4_BACKEND=reference`` runs the reference
+  anywhere, on request only.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 import weakref
 
 import torch
@@ -35,8 +35,8 @@ def kernel_status(device: torch.device | str, direction: str = "fwd") -> tuple[b
     dev = torch.device(device)
     if dev.type != "cuda":
         return False, f"{dev.type} runs the reference (fm4's kernels are for CUDA sm_90)"
-    if direction == "bwd":
-        return False, "fm4's backward kernel has not landed yet: the backward runs the reference"
+    if direction not in ("fwd", "bwd"):
+        raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
     major, minor = torch.cuda.get_device_capability(dev)
     if major != 9:
         return False, (
@@ -104,18 +104,38 @@ def attention_forward(q, k, v, sri, causal, softmax_scale):
     return out.contiguous(), lse.contiguous()
 
 
-_warned_bwd = False
+def select_backend_bwd(q, k, v, out, dout, sri, causal, deterministic) -> str:
+    """'reference' or 'sm90' for the backward of these inputs; raises when no kernel fits."""
+    if _requested() == "reference" or q.device.type != "cuda":
+        return "reference"
+    ok, reason = kernel_status(q.device, "bwd")
+    if not ok:
+        raise NotImplementedError(
+            f"fm4 has no backward kernel for this device: {reason}. Set FM4_BACKEND=reference to "
+            "run the (slow) fp32 reference instead"
+        )
+    from fm4.cute_kernels.bwd_launch import can_implement
+
+    ok, reason = can_implement(dout, q, k, v, out, sri, causal, deterministic)
+    if not ok:
+        raise ValueError(
+            f"fm4's sm90 backward kernel cannot run these inputs: {reason}. Set "
+            "FM4_BACKEND=reference to run the (slow) fp32 reference instead"
+        )
+    return "sm90"
 
 
-def attention_backward(dout, dlse, q, k, v, out, lse, sri, causal, softmax_scale):
-    """Gradients (dq, dk, dv): the reference for now, on every device."""
-    global _warned_bwd
-    if q.is_cuda and _requested() != "reference" and not _warned_bwd:
-        _warned_bwd = True
-        warnings.warn(
-            "fm4: the backward runs the fp32 reference on CUDA (correct but slow) until fm4's "
-            "backward kernel lands",
-            stacklevel=2,
+def attention_backward(dout, dlse, q, k, v, out, lse, sri, causal, softmax_scale, deterministic):
+    """Gradients (dq, dk, dv), contiguous, on the selected backend.
+
+    ``deterministic``: bitwise-identical gradients from run to run (the sm90 kernel orders its
+    dQ accumulation); the reference is deterministic anyway.
+    """
+    if select_backend_bwd(q, k, v, out, dout, sri, causal, deterministic) == "sm90":
+        from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
+
+        return attention_bwd_sm90(
+            dout, q, k, v, out, lse, sri, causal, softmax_scale, dlse, deterministic=deterministic
         )
     dq, dk, dv = attention_bwd_ref(dout, q, k, v, sri, causal, softmax_scale, dlse=dlse)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()

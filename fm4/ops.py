@@ -24,16 +24,18 @@ def attention_op(
     startend_row_indices: torch.Tensor | None,
     causal: bool,
     softmax_scale: float | None,
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked attention forward. q ``(B, Sq, H, D)``, k/v ``(B, Sk, Hkv, D|Dv)``,
     startend_row_indices int32 ``[B, Hm, Sk, n]`` or None. Returns out ``(B, Sq, H, Dv)`` and
-    lse fp32 ``(B, H, Sq)``.
+    lse fp32 ``(B, H, Sq)``. ``deterministic`` is for the backward (bitwise-reproducible
+    gradients); the forward is deterministic anyway.
     """
     return attention_forward(q, k, v, startend_row_indices, causal, softmax_scale)
 
 
 @attention_op.register_fake
-def _attention_fake(q, k, v, startend_row_indices, causal, softmax_scale):
+def _attention_fake(q, k, v, startend_row_indices, causal, softmax_scale, deterministic=False):
     check_attention_inputs(q, k, v, startend_row_indices, causal, softmax_scale)
     B, Sq, H, _ = q.shape
     out = q.new_empty(B, Sq, H, v.shape[-1])
@@ -53,24 +55,28 @@ def attention_bwd_op(
     startend_row_indices: torch.Tensor | None,
     causal: bool,
     softmax_scale: float | None,
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masked attention backward: (dq, dk, dv) shaped like (q, k, v). See Note [lse gradient]."""
     return attention_backward(
-        dout, dlse, q, k, v, out, lse, startend_row_indices, causal, softmax_scale
+        dout, dlse, q, k, v, out, lse, startend_row_indices, causal, softmax_scale, deterministic
     )
 
 
 @attention_bwd_op.register_fake
-def _attention_bwd_fake(dout, dlse, q, k, v, out, lse, startend_row_indices, causal, scale):
+def _attention_bwd_fake(
+    dout, dlse, q, k, v, out, lse, startend_row_indices, causal, scale, deterministic=False
+):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, sri, causal, scale = inputs
+    q, k, v, sri, causal, scale, deterministic = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, sri)
     ctx.causal = causal
     ctx.softmax_scale = scale
+    ctx.deterministic = deterministic
 
 
 def _backward(ctx, dout, dlse):
@@ -78,9 +84,19 @@ def _backward(ctx, dout, dlse):
     if dout is None:
         dout = torch.zeros_like(out)
     dq, dk, dv = attention_bwd_op(
-        dout.contiguous(), dlse, q, k, v, out, lse, sri, ctx.causal, ctx.softmax_scale
+        dout.contiguous(),
+        dlse,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        sri,
+        ctx.causal,
+        ctx.softmax_scale,
+        ctx.deterministic,
     )
-    return dq, dk, dv, None, None, None
+    return dq, dk, dv, None, None, None, None
 
 
 attention_op.register_autograd(_backward, setup_context=_setup_context)

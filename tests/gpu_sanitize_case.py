@@ -1,10 +1,13 @@
 """A small fm4.attention case per mask mode, for compute-sanitizer (memcheck, racecheck).
 
 Run on an sm_90 GPU:  compute-sanitizer --tool memcheck --report-api-errors no \\
-    python3 tests/gpu_sanitize_case.py
+    python3 tests/gpu_sanitize_case.py [--bwd]
+With ``--bwd`` each case also runs the backward (the CuTe DSL backward kernels).
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -18,11 +21,19 @@ def main() -> None:
     q = torch.randn(B, Sq, H, D, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)
+    bwd = "--bwd" in sys.argv
+    for t in (q, k, v):
+        t.requires_grad_(bwd)
+
+    def run(sri, causal):
+        out = fm4.attention(q, k, v, sri, causal=causal)
+        if bwd:
+            out.backward(torch.ones_like(out))
+
     for causal in (False, True):
-        fm4.attention(q, k, v, causal=causal)
+        run(None, causal)
     for causal, n in MODES:
-        sri = random_bounds(B, H, Sq, Sk, n, gen, causal).cuda()
-        fm4.attention(q, k, v, sri, causal=causal)
+        run(random_bounds(B, H, Sq, Sk, n, gen, causal).cuda(), causal)
     torch.cuda.synchronize()
     print("sanitize case: done")
 

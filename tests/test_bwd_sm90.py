@@ -160,65 +160,17 @@ def _inputs(B, sq, sk, H, Hkv, D, dtype, gen_seed=0):
     return q, k, v, dout
 
 
-def _run_and_check(q, k, v, dout, sri, causal, *, dlse=None, factor=2.0, atol=2e-3):
-    """Forward with the reference, backward with the kernel; compare with the fp32 reference.
-
-    Tolerance (FA4's rule, like ``fm4.testing.check_attention``): per gradient, max error at
-    most ``factor`` x the error of the same math done by PyTorch in the inputs' dtype, plus
-    ``atol`` scaled by the reference's magnitude. Gradients of rows / columns that see
-    nothing must be exactly 0; nothing may be NaN.
-    """
+def _run_and_check(q, k, v, dout, sri, causal, *, dlse=None):
+    """Forward with the reference, backward with the kernel; compare with the fp32 reference
+    (``fm4.testing.check_attention_grads``: FA4's tolerance rule, zero gradients for rows that
+    see nothing, no NaN)."""
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
-    from fm4.reference import attention_bwd_ref, attention_ref
+    from fm4.reference import attention_ref
+    from fm4.testing import check_attention_grads
 
     out, lse = attention_ref(q, k, v, sri, causal)
-    dq, dk, dv = attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, dlse=dlse)
-    ref = attention_bwd_ref(dout, q, k, v, sri, causal, dlse=dlse)
-    # PyTorch in the inputs' precision: the reference formula on inputs rounded through the
-    # dtype, with the probabilities and dS rounded to the dtype as a 16-bit kernel would.
-    pt = _bwd_same_precision(dout, q, k, v, sri, causal, dlse)
-    errs = {}
-    for name, got, r, p in zip(("dq", "dk", "dv"), (dq, dk, dv), ref, pt, strict=True):
-        assert got.shape == r.shape and got.dtype == r.dtype, name
-        assert not torch.isnan(got).any(), f"NaN in {name}"
-        err = (got.float() - r.float()).abs().max().item() if got.numel() else 0.0
-        err_pt = (p.float() - r.float()).abs().max().item() if got.numel() else 0.0
-        scale = max(1.0, r.float().abs().max().item()) if got.numel() else 1.0
-        assert err <= factor * err_pt + atol * scale, (
-            f"{name} max error {err:.3e} exceeds {factor} x PyTorch's {err_pt:.3e} "
-            f"+ {atol} x {scale:.2f}"
-        )
-        errs[name] = (err, err_pt)
-    blind_rows = torch.isneginf(lse).permute(0, 2, 1)  # (B, Sq, H)
-    assert bool((dq[blind_rows] == 0).all()), "rows that see no key must get dq == 0"
-    return errs
-
-
-def _bwd_same_precision(dout, q, k, v, sri, causal, dlse):
-    """The backward formula computed with 16-bit matmul inputs (PyTorch's own error)."""
-    from fm4.reference import _chunk_probs, _setup
-
-    sri_, causal_, scale, _ = _setup(q, k, v, sri, causal, None, True)
-    B, Sq, H, D = q.shape
-    Sk, Hkv = k.shape[1], k.shape[2]
-    G = H // Hkv
-    dt = q.dtype
-    qc = q.permute(0, 2, 1, 3).reshape(B, Hkv, G, Sq, D)
-    kc = k.permute(0, 2, 3, 1).unsqueeze(2)
-    vc = v.permute(0, 2, 1, 3).unsqueeze(2)
-    doc = dout.permute(0, 2, 1, 3).reshape(B, Hkv, G, Sq, D)
-    p, _ = _chunk_probs(qc.float(), kc.float(), sri_, causal_, 0, Sq, Sq, Sk, scale)
-    o = torch.matmul(p.to(dt), vc).float()
-    delta = (doc.float() * o).sum(-1, keepdim=True)
-    if dlse is not None:
-        delta = delta - dlse.float().reshape(B, Hkv, G, Sq, 1)
-    dp = torch.matmul(doc, vc.transpose(-1, -2)).float()
-    ds = (p * (dp - delta)).to(dt)
-    dq = torch.matmul(ds, kc.transpose(-1, -2)).float() * scale
-    dk = torch.matmul(ds.transpose(-1, -2), qc).float().sum(2) * scale
-    dv = torch.matmul(p.to(dt).transpose(-1, -2), doc).float().sum(2)
-    dq = dq.reshape(B, H, Sq, D).permute(0, 2, 1, 3).to(dt)
-    return dq, dk.permute(0, 2, 1, 3).to(dt), dv.permute(0, 2, 1, 3).to(dt)
+    grads = attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, dlse=dlse)
+    return check_attention_grads(dout, q, k, v, sri, causal, grads, dlse=dlse)
 
 
 @pytest.mark.gpu
