@@ -3,8 +3,8 @@
 Supported: bf16 / fp16, head dims 64 and 128 (q, k, v the same), GQA / MQA, any lengths,
 no mask / causal / FlashMask bounds with n in {1, 2, 4}, dlse (gradient of the lse output),
 CUDA tensors on an sm_90 device.
-Not supported: head dim 256 (``can_implement`` says why), head_dim_v != head_dim, varlen,
-``deterministic=True`` (designed, not written: Note [Deterministic dQ] in ``bwd_sm90.py``).
+Not supported: head dim 256 (``can_implement`` says why), head_dim_v != head_dim, varlen.
+``deterministic=True``: dQ added in a fixed order (Note [Deterministic dQ] in ``bwd_sm90.py``).
 
 Three launches: the preprocess (Delta, lse in log2, zeroed fp32 dQ accumulator), the main
 kernel (dK, dV written in the input dtype; dQ added into the accumulator), the postprocess
@@ -12,7 +12,6 @@ kernel (dK, dV written in the input dtype; dQ added into the accumulator), the p
 only (dtype, head dim, causal, number of bounds, deterministic, tile shape; dlse for the
 preprocess); batch, lengths and head counts are symbolic.
 
-Status: compiles for sm_90a on the CPU; NOT yet run on a GPU (see NOTES.md).
 """
 
 from __future__ import annotations
@@ -69,8 +68,6 @@ def can_implement(
         return False, f"num heads {q.shape[2]} must be a multiple of kv heads {k.shape[2]}"
     if out.shape != q.shape or dout.shape != q.shape:
         return False, f"out {tuple(out.shape)} and dout {tuple(dout.shape)} must match q"
-    if deterministic:
-        return False, "deterministic=True is not implemented yet (Note [Deterministic dQ])"
     if not all(t.is_cuda for t in (q, k, v, out, dout)):
         return False, "tensors must be on a CUDA device"
     major, _ = torch.cuda.get_device_capability(q.device)
@@ -125,6 +122,18 @@ def _compile_bwd(
             _fake(cutlass.Int32, (b, hm_l, n_blocks), 1),
             _fake(cutlass.Int32, (b, hm_l, n_blocks, m_blocks), 1),
         ]
+    sem = None
+    fwd_lists = (None, None, None, None)
+    if deterministic:
+        sem = _fake(cutlass.Int32, (b, h, cute.sym_int()), 1)
+        if n_bounds:
+            hm, m_blocks, n_blocks = mask_args[1].shape[1], cute.sym_int(), cute.sym_int()
+            fwd_lists = (
+                _fake(cutlass.Int32, (b, hm, m_blocks), 1),
+                _fake(cutlass.Int32, (b, hm, m_blocks, n_blocks), 1),
+                _fake(cutlass.Int32, (b, hm, m_blocks), 1),
+                _fake(cutlass.Int32, (b, hm, m_blocks, n_blocks), 1),
+            )
     kernel = FlashMaskBwdSm90(dtype, head_dim, causal, n_bounds, deterministic, tile_m, tile_n)
     return cute.compile(
         kernel,
@@ -139,6 +148,8 @@ def _compile_bwd(
         dv,
         cutlass.Float32(1.0),
         *mask_args,
+        sem,
+        *fwd_lists,
         fake_env_stream(),
         options=compile_options("sm_90a"),
     )
@@ -243,6 +254,11 @@ def attention_bwd_sm90(
     dq_accum = torch.empty(B, H, sq_pad, D, dtype=torch.float32, device=dev)
     n_bounds = 0
     mask_args: list[torch.Tensor | None] = [None] * 5
+    fwd_lists: tuple = (None, None, None, None)
+    # Deterministic: one semaphore per (b, h, m_block), counting the dQ additions done.
+    sem = None
+    if deterministic:
+        sem = torch.zeros(B, H, sq_pad // tile_m, dtype=torch.int32, device=dev)
     if startend_row_indices is not None:
         n_bounds = startend_row_indices.shape[-1]
         if tile_lists is None:
@@ -257,6 +273,13 @@ def attention_bwd_sm90(
                 f"the backward uses {(tile_m, tile_n)}: build them with tile_shape_bwd({D})"
             )
         tile_lists.add_backward()
+        if deterministic:
+            fwd_lists = (
+                tile_lists.fwd_partial_cnt.contiguous(),
+                tile_lists.fwd_partial_idx.contiguous(),
+                tile_lists.fwd_full_cnt.contiguous(),
+                tile_lists.fwd_full_idx.contiguous(),
+            )
         mask_args = [
             startend_row_indices.contiguous(),
             tile_lists.bwd_partial_cnt.contiguous(),
@@ -280,6 +303,8 @@ def attention_bwd_sm90(
     lse_c = lse.contiguous()
     dlse_c = None if dlse is None else dlse.to(torch.float32).contiguous()
     launch_on(dev, pre, out, dout, lse_c, dlse_c, lse2, delta, dq_accum)
-    launch_on(dev, main, q, k, v, dout, lse2, delta, dq_accum, dk, dv, scale, *mask_args)
+    launch_on(
+        dev, main, q, k, v, dout, lse2, delta, dq_accum, dk, dv, scale, *mask_args, sem, *fwd_lists
+    )
     launch_on(dev, post, dq_accum, dq, scale)
     return dq, dk, dv

@@ -7,11 +7,12 @@ Preprocess (``FlashMaskBwdPreprocess``), per (b, h, row) of the padded query len
                          P = exp2(S * scale_log2 - lse_log2) is exactly 0 there
     dQaccum[b, h, i, :] = 0                                                      (fp32)
 Postprocess (``FlashMaskBwdPostprocess``):
-    dQ[b, i, h, :] = (dQaccum[b, h, i, :] * softmax_scale).to(dtype)
+    dQ[b, i, h, :] = (dQaccum[b, h, i, :] * softmax_scale).to(dtype), dQaccum read in the main
+    kernel's order (Note [dQ accumulator layout] in ``bwd_sm90.py``)
 
-Supported: bf16 / fp16, head dims 8 * 2^k up to 256 (64, 128, 256); symbolic lengths.
-Not supported: varlen. Both kernels are memory bound and simple: D / 8 threads per row, each
-moving 8 contiguous elements (one 16-byte load of dO and O), rows reduced with warp shuffles.
+Supported: bf16 / fp16, the main kernel's head dims; symbolic lengths. Not supported: varlen.
+Both kernels are memory bound and simple. Preprocess: D / 8 threads per row, each moving 8
+contiguous elements (one 16-byte load of dO and O), rows reduced with warp shuffles.
 """
 
 import math
@@ -113,32 +114,40 @@ class FlashMaskBwdPreprocess:
 
 
 class FlashMaskBwdPostprocess:
-    """dQ = dQaccum * softmax_scale in the input dtype (see the module docstring)."""
+    """dQ = dQaccum * softmax_scale in the input dtype (see the module docstring).
+
+    One CTA per (m_block, h, b) with the main kernel's consumer threads: thread t reads the
+    values that consumer thread t added (Note [dQ accumulator layout] in ``bwd_sm90.py``) with
+    16-byte loads and writes them at their (row, column) of the dQ MMA's accumulator layout.
+    """
 
     def __init__(self, dtype: type[cutlass.Numeric], head_dim: int):
-        tpr = head_dim // ELEMS_PER_THREAD
-        if head_dim % ELEMS_PER_THREAD or tpr > 32 or tpr & (tpr - 1):
-            raise ValueError(f"head_dim {head_dim}: needs 8, 16, 32, 64, 128 or 256")
+        from fm4.cute_kernels.bwd_sm90 import TILE_CONFIG_BWD_SM90
+
+        if head_dim not in TILE_CONFIG_BWD_SM90:
+            raise ValueError(f"head_dim {head_dim}: the sm90 backward takes 64 or 128")
         self.dtype = dtype
         self.head_dim = head_dim
-        self.threads_per_row = head_dim // ELEMS_PER_THREAD
-        self.rows_per_cta = PREPOST_THREADS // self.threads_per_row
+        self.tile_m, self.tile_n, _ = TILE_CONFIG_BWD_SM90[head_dim]
 
     @cute.jit
     def __call__(
         self,
-        mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d) fp32
+        mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d) fp32, Note [dQ accumulator layout]
         mdQ: cute.Tensor,  # (b, s_q, h, d), out
         softmax_scale: Float32,
         stream: cuda.CUstream,
     ):
+        from fm4.cute_kernels.bwd_sm90 import NUM_CONSUMER_WARPGROUPS, bwd_tiled_mmas
+
+        _, _, mma_dq = bwd_tiled_mmas(self.dtype, self.head_dim, self.tile_n)
         grid = (
-            cute.ceil_div(cute.size(mdQ.shape[1]), self.rows_per_cta),
+            cute.ceil_div(cute.size(mdQ.shape[1]), self.tile_m),
             cute.size(mdQ.shape[2]),
             cute.size(mdQ.shape[0]),
         )
-        self.kernel(mdQaccum, mdQ, softmax_scale).launch(
-            grid=grid, block=[PREPOST_THREADS, 1, 1], stream=stream
+        self.kernel(mdQaccum, mdQ, softmax_scale, mma_dq).launch(
+            grid=grid, block=[128 * NUM_CONSUMER_WARPGROUPS, 1, 1], stream=stream
         )
 
     @cute.kernel
@@ -147,14 +156,30 @@ class FlashMaskBwdPostprocess:
         mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d)
         mdQ: cute.Tensor,  # (b, s_q, h, d)
         softmax_scale: Float32,
+        mma_dq: cute.TiledMma,
     ):
         tidx, _, _ = cute.arch.thread_idx()
-        bidx, head, batch = cute.arch.block_idx()
-        tpr = self.threads_per_row
-        row = bidx * self.rows_per_cta + tidx // tpr
-        chunk = tidx % tpr
-        vec = (ELEMS_PER_THREAD,)
-        if row < Int32(mdQ.shape[1]):
-            acc = cute.local_tile(mdQaccum[batch, head, row, None], vec, (chunk,)).load()
-            out = cute.local_tile(mdQ[batch, row, head, None], vec, (chunk,))
-            out.store((acc * softmax_scale).to(self.dtype))
+        m_block, head, batch = cute.arch.block_idx()
+        d = self.head_dim
+        wg, t = tidx // 128, tidx % 128
+        coords = mma_dq.get_slice(tidx).partition_C(cute.make_identity_tensor((self.tile_m, d)))
+        n_vals = cute.size(coords)
+        n_wg = mma_dq.size // 128
+        gtile = cute.local_tile(mdQaccum[batch, head, None, None], (self.tile_m, d), (m_block, 0))
+        src_ptr = gtile.iterator + wg * (self.tile_m * d // n_wg) + t * 4
+        src_ptr = cute.make_ptr(  # 16-byte aligned: the 4 values load as one vector
+            Float32, src_ptr.toint(), cute.AddressSpace.gmem, assumed_align=16
+        )
+        src = cute.make_tensor(src_ptr, cute.make_layout((4, n_vals // 4), stride=(1, 512)))
+        vals = cute.make_rmem_tensor(n_vals, Float32)
+        cute.autovec_copy(src, cute.make_tensor(vals.iterator, cute.make_layout((4, n_vals // 4))))
+        out = cute.make_rmem_tensor(n_vals, self.dtype)
+        out.store((vals.load() * softmax_scale).to(self.dtype))
+        seqlen_q = Int32(mdQ.shape[1])
+        # Values e and e + 1 are adjacent columns of one row: one 4-byte store per pair.
+        for e in cutlass.range_constexpr(0, n_vals, 2):
+            row, col = coords[e]
+            grow = m_block * self.tile_m + row
+            if grow < seqlen_q:
+                dst = cute.local_tile(mdQ[batch, grow, head, None], (2,), (col // 2,))
+                cute.autovec_copy(cute.make_tensor(out.iterator + e, cute.make_layout(2)), dst)

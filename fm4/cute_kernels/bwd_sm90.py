@@ -8,12 +8,14 @@ Supported:
     through per-n_block tile lists (partial / unmasked); rows that see no key contribute zero.
 Not supported (yet): head dim 256 (dK + dV accumulators alone would take 256 registers per
     thread: needs dKV_swapAB or tile_n 64, see NOTES.md), head_dim_v != head_dim, varlen,
-    dropout, softcap, score modifiers, deterministic dQ (designed, see Note [Deterministic dQ]),
-    a persistent scheduler, fp8.
+    dropout, softcap, score modifiers, a persistent scheduler, fp8.
 
 Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
     warpgroup 0, warp 0      producer: TMA loads of K and V once, then Q and dO per m_block
                              through a ``Q_STAGES``-deep mbarrier pipeline.
+    warpgroup 0, warp 1      dQ warp: adds each m_block's dQ, staged in smem by the consumers,
+                             to the fp32 accumulator with bulk reductions
+                             (``cp.reduce.async.bulk``; Note [dQ accumulator layout]).
     warpgroups 1 and 2       consumers. Each owns half of the tile's key columns for S / dP
                              and the same half of the rows of dK / dV:
                                S  = Q K^T, dP = dO V^T          (wgmma, smem x smem)
@@ -21,8 +23,7 @@ Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
                                dS = P * (dP - Delta)
                                P, dS -> smem (stmatrix)
                                dV += P^T dO, dK += dS^T Q       (registers, whole CTA life)
-                               dQ  = dS K (each WG half of d) -> red.global.add.f32 into the
-                                     fp32 accumulator [b, h, s_q_padded, d]
+                               dQ  = dS K (each WG half of d) -> smem -> the dQ warp
     epilogue                 dK * scale and dV -> smem (aliasing sK / sV) -> TMA store.
 
 The preprocess (``bwd_prepost.py``) gives lse in the log2 domain (+inf for rows that see
@@ -38,13 +39,27 @@ Note [GQA in the CTA]
     short lengths. FA4's alternative (grid over query heads, fp32 dK / dV accumulated with TMA
     reduce-add, converted in the postprocess) is the next step when that grid is too small.
 
+Note [dQ accumulator layout]
+    The fp32 accumulator is allocated as [b, h, s_q_padded, d], and the (tile_m, d) tile of
+    an m_block is one contiguous range of tile_m * d floats. Inside it, the values are NOT in
+    (row, column) order but in the order the consumers hold them: warpgroup w owns the range
+    [w * tile_m * d / 2, (w + 1) * tile_m * d / 2), and its thread t's accumulator value e sits
+    at (e // 4) * 512 + t * 4 + e % 4 of that range. The consumers write this order to smem with
+    16-byte stores (no bank conflicts, no shuffles), the dQ warp adds each warpgroup's range
+    with one bulk reduction, and the postprocess reads it back with the same tiled MMA to find
+    each value's (row, column).
+
 Note [Deterministic dQ]
-    dQ is accumulated with fp32 atomics, so the order of the additions (one per n_block that
-    visits an m_block) varies between runs. The deterministic design (not written yet): a
-    semaphore per (b, h, m_block); the CTA of n_block waits until it reads the rank of n_block
-    among the n_blocks that visit the m_block (ascending; the rank is the number of visiting
-    n_blocks below it, a binary search in the forward tile lists ``fwd_partial_idx`` /
-    ``fwd_full_idx``, or arithmetic without bounds), adds its dQ, fences and increments.
+    Without ``deterministic``, the order in which the n_blocks that visit an m_block add their
+    dQ varies between runs, and so do the fp32 sums. With it: a semaphore per (b, h, m_block)
+    (int32, zeroed per call) counts the additions done. Before adding, the dQ warp of the CTA of
+    n_block computes its rank: the number of n_blocks below it that visit the m_block (n_block
+    itself without bounds, where the visitors are 0, 1, ...; with bounds, a warp-wide count
+    over the forward tile lists of the same tiling). It waits (ld.acquire) until the semaphore
+    equals the rank, issues the bulk reductions, waits for them to complete, and increments
+    the semaphore (red.release). The additions then always happen in ascending n_block order.
+    No deadlock: a CTA only waits for CTAs of lower n_block of the same (kv head, batch),
+    which are launched before it. Cost: the additions to one m_block are serialised.
 """
 
 import enum
@@ -62,6 +77,7 @@ from cutlass.tensor_utils import LayoutEnum
 from fm4.cute_kernels.fwd_sm90 import _gemm, _select, _transpose_view
 from fm4.cute_kernels.mask_apply import apply_mask_bits, mask_bits
 from fm4.cute_kernels.softmax import acc_to_mn
+from fm4.cute_kernels.sync_utils import bulk_reduce_add_f32, ld_acquire_gpu, red_release_add_gpu
 
 # ============================================================================================
 # Tuning table (the only place with tuning constants)
@@ -72,7 +88,7 @@ TILE_CONFIG_BWD_SM90: dict[int, tuple[int, int, int]] = {
     128: (64, 128, 2),
 }
 NUM_CONSUMER_WARPGROUPS = 2  # each owns tile_n / 2 key columns (S, dP, dK, dV), d / 2 of dQ
-REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup
+REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
 SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
 # ============================================================================================
@@ -90,6 +106,10 @@ class NamedBarrierBwd(enum.IntEnum):
     Epilogue = 1
     # All consumer threads: P / dS of this m_block written (and last m_block's read).
     PdS = 2
+    # Consumer warpgroup w + the dQ warp: dQ of warpgroup w staged in smem (Full), or the
+    # staging buffer free again (Empty). Ids dQFull + w and dQEmpty + w.
+    dQFull = 3
+    dQEmpty = 5
 
 
 def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: int = 0):
@@ -104,6 +124,28 @@ def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: 
     if stages is None:
         return cute.tile_to_shape(atom, (rows, cols), order=(0, 1))
     return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
+
+
+def bwd_tiled_mmas(dtype, head_dim: int, tile_n: int) -> tuple:
+    """The backward's three tiled MMAs (S / dP, dK / dV, dQ); the postprocess uses the dQ one to
+    read the accumulator's layout (Note [dQ accumulator layout])."""
+    wgs = NUM_CONSUMER_WARPGROUPS
+    K = cute.nvgpu.OperandMajorMode.K
+    MN = cute.nvgpu.OperandMajorMode.MN
+    # S = Q K^T and dP = dO V^T: warpgroup w computes columns [w * 64, w * 64 + 64).
+    mma_sdp = sm90_utils.make_trivial_tiled_mma(
+        dtype, dtype, K, K, Float32, (1, wgs, 1), tiler_mn=(64, tile_n // wgs)
+    )
+    # dV = P^T dO and dK = dS^T Q: warpgroup w computes rows [w * 64, w * 64 + 64) of the
+    # (tile_n, d) result, i.e. exactly the key columns whose P / dS it produced.
+    mma_dkv = sm90_utils.make_trivial_tiled_mma(
+        dtype, dtype, MN, MN, Float32, (wgs, 1, 1), tiler_mn=(64, head_dim)
+    )
+    # dQ = dS K: warpgroup w computes columns [w * d / 2, (w + 1) * d / 2) of (tile_m, d).
+    mma_dq = sm90_utils.make_trivial_tiled_mma(
+        dtype, dtype, K, MN, Float32, (1, wgs, 1), tiler_mn=(64, head_dim // wgs)
+    )
+    return mma_sdp, mma_dkv, mma_dq
 
 
 class FlashMaskBwdSm90:
@@ -131,10 +173,6 @@ class FlashMaskBwdSm90:
             )
         if n_bounds not in (0, 1, 2, 4):
             raise ValueError(f"n_bounds must be 0, 1, 2 or 4, got {n_bounds}")
-        if deterministic:
-            raise NotImplementedError(
-                "deterministic backward not implemented yet (Note [Deterministic dQ])"
-            )
         cfg_m, cfg_n, cfg_stages = TILE_CONFIG_BWD_SM90[head_dim]
         self.dtype = dtype
         self.head_dim = head_dim
@@ -154,29 +192,7 @@ class FlashMaskBwdSm90:
     # Host side
     # ----------------------------------------------------------------------------------------
     def _tiled_mmas(self):
-        wgs = NUM_CONSUMER_WARPGROUPS
-        K = cute.nvgpu.OperandMajorMode.K
-        MN = cute.nvgpu.OperandMajorMode.MN
-        # S = Q K^T and dP = dO V^T: warpgroup w computes columns [w * 64, w * 64 + 64).
-        mma_sdp = sm90_utils.make_trivial_tiled_mma(
-            self.dtype, self.dtype, K, K, Float32, (1, wgs, 1), tiler_mn=(64, self.tile_n // wgs)
-        )
-        # dV = P^T dO and dK = dS^T Q: warpgroup w computes rows [w * 64, w * 64 + 64) of the
-        # (tile_n, d) result, i.e. exactly the key columns whose P / dS it produced.
-        mma_dkv = sm90_utils.make_trivial_tiled_mma(
-            self.dtype, self.dtype, MN, MN, Float32, (wgs, 1, 1), tiler_mn=(64, self.head_dim)
-        )
-        # dQ = dS K: warpgroup w computes columns [w * d / 2, (w + 1) * d / 2) of (tile_m, d).
-        mma_dq = sm90_utils.make_trivial_tiled_mma(
-            self.dtype,
-            self.dtype,
-            K,
-            MN,
-            Float32,
-            (1, wgs, 1),
-            tiler_mn=(64, self.head_dim // wgs),
-        )
-        return mma_sdp, mma_dkv, mma_dq
+        return bwd_tiled_mmas(self.dtype, self.head_dim, self.tile_n)
 
     @cute.jit
     def __call__(
@@ -196,8 +212,17 @@ class FlashMaskBwdSm90:
         mPartialIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks) int32
         mFullCnt: cute.Tensor | None,  # (b, hm, n_blocks) int32
         mFullIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks) int32
+        mdQsem: cute.Tensor | None,  # (b, h, m_blocks) int32 zeros; deterministic only
+        # Deterministic with bounds: the forward lists of the same tiling (Note [Deterministic dQ])
+        mFwdPartialCnt: cute.Tensor | None,  # (b, hm, m_blocks) int32
+        mFwdPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
+        mFwdFullCnt: cute.Tensor | None,  # (b, hm, m_blocks) int32
+        mFwdFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
         stream: cuda.CUstream,
     ):
+        mFwdLists = None
+        if const_expr(mFwdPartialCnt is not None):
+            mFwdLists = (mFwdPartialCnt, mFwdPartialIdx, mFwdFullCnt, mFwdFullIdx)
         # (b, s, h, d) -> (s, d, h, b): TMA tiles over (s, d).
         mQ, mK, mV, mdO, mdK, mdV = [_select(t, [1, 3, 2, 0]) for t in (mQ, mK, mV, mdO, mdK, mdV)]
         mma_sdp, mma_dkv, mma_dq = self._tiled_mmas()
@@ -234,6 +259,10 @@ class FlashMaskBwdSm90:
             ]
             sdS: cute.struct.Align[
                 cute.struct.MemRange[self.dtype, cute.cosize(sPdS_layout)], SMEM_ALIGN_BYTES
+            ]
+            # dQ of one m_block, fp32, in the order of Note [dQ accumulator layout].
+            sdQ: cute.struct.Align[
+                cute.struct.MemRange[Float32, self.tile_m * self.head_dim], SMEM_ALIGN_BYTES
             ]
 
         self.shared_storage = SharedStorage
@@ -280,6 +309,8 @@ class FlashMaskBwdSm90:
             mPartialIdx,
             mFullCnt,
             mFullIdx,
+            mdQsem,
+            mFwdLists,
             (tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_dO, tma_atom_dK, tma_atom_dV),
             (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
             mma_sdp,
@@ -314,6 +345,8 @@ class FlashMaskBwdSm90:
         mPartialIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks)
         mFullCnt: cute.Tensor | None,  # (b, hm, n_blocks)
         mFullIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks)
+        mdQsem: cute.Tensor | None,  # (b, h, m_blocks)
+        mFwdLists: tuple | None,  # forward lists (partial cnt / idx, full cnt / idx)
         tma_atoms: tuple,
         smem_layouts: tuple,
         mma_sdp: cute.TiledMma,
@@ -366,6 +399,7 @@ class FlashMaskBwdSm90:
         sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
         sP = storage.sP.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
         sdS = storage.sdS.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
+        sdQ = storage.sdQ.get_tensor(cute.make_layout(self.tile_m * self.head_dim))
 
         n_block, head_kv, batch = cute.arch.block_idx()
         lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
@@ -387,13 +421,27 @@ class FlashMaskBwdSm90:
                     group,
                     lists,
                 )
+            if warp_idx == 1:
+                self.dq_store(
+                    mQ,
+                    mK,
+                    mdQaccum,
+                    sdQ,
+                    mdQsem,
+                    mFwdLists,
+                    n_block,
+                    head_kv,
+                    batch,
+                    group,
+                    lists,
+                )
         else:
             cute.arch.setmaxregister_increase(REGS_CONSUMER)
             tidx, _, _ = cute.arch.thread_idx()
             self.mma(
                 (mma_sdp, mma_dkv, mma_dq),
-                (mQ, mK, mdK, mdV, mLSElog2, mDelta, mdQaccum),
-                (sQ, sK, sV, sdO, sP, sdS),
+                (mQ, mK, mdK, mdV, mLSElog2, mDelta),
+                (sQ, sK, sV, sdO, sP, sdS, sdQ),
                 tma_atoms,
                 pipeline_kv,
                 pipeline_q,
@@ -542,13 +590,107 @@ class FlashMaskBwdSm90:
                 q_state.advance()
 
     # ----------------------------------------------------------------------------------------
+    # dQ warp
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def dq_store(
+        self,
+        mQ: cute.Tensor,  # TMA view (s_q, d, h, b): shapes only
+        mK: cute.Tensor,  # TMA view (s_k, d, h_kv, b): shapes only
+        mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d) fp32
+        sdQ: cute.Tensor,  # (tile_m * d,) fp32 staging buffer
+        mdQsem: cute.Tensor | None,  # (b, h, m_blocks) int32
+        mFwdLists: tuple | None,
+        n_block: Int32,
+        head_kv: Int32,
+        batch: Int32,
+        group: Int32,
+        lists: tuple,
+    ):
+        """Adds each visited m_block's dQ (staged in smem by the consumers) to the fp32
+        accumulator in global memory with bulk reductions, one per consumer warpgroup; in
+        deterministic mode in a fixed order across n_blocks (Note [Deterministic dQ])."""
+        lane = cute.arch.lane_idx()
+        wgs = NUM_CONSUMER_WARPGROUPS
+        chunk = self.tile_m * self.head_dim // wgs  # fp32 elements per warpgroup
+        n_bar = THREADS_PER_WG + cute.arch.WARP_SIZE
+        for g in cutlass.range(group, unroll=1):
+            head = head_kv * group + g
+            blocks = self.block_range(
+                n_block, head, batch, mQ.shape[2], mQ.shape[0], mK.shape[0], lists
+            )
+            mdQcur = mdQaccum[batch, head, None, None]
+            for i in cutlass.range(blocks[0], unroll=1):
+                m_block = self.m_block_at(i, blocks)
+                for w in cutlass.range_constexpr(wgs):
+                    if const_expr(not self.deterministic):
+                        # Warpgroup w's buffer of the last m_block has been read.
+                        cute.arch.cp_async_bulk_wait_group(wgs - 1 - w, read=True)
+                    cute.arch.barrier_arrive(
+                        barrier_id=int(NamedBarrierBwd.dQEmpty) + w, number_of_threads=n_bar
+                    )
+                sem_ptr = None
+                if const_expr(self.deterministic):
+                    sem_ptr = mdQsem[batch, head, None].iterator + m_block
+                    rank = self.dq_rank(m_block, n_block, head, batch, mQ.shape[2], mFwdLists)
+                    if lane == 0:
+                        seen = ld_acquire_gpu(sem_ptr)
+                        while seen != rank:
+                            seen = ld_acquire_gpu(sem_ptr)
+                gdQ = cute.local_tile(mdQcur, (self.tile_m, self.head_dim), (m_block, 0))
+                for w in cutlass.range_constexpr(wgs):
+                    cute.arch.barrier(
+                        barrier_id=int(NamedBarrierBwd.dQFull) + w, number_of_threads=n_bar
+                    )
+                    if lane == 0:
+                        bulk_reduce_add_f32(
+                            sdQ.iterator + w * chunk, gdQ.iterator + w * chunk, chunk * 4
+                        )
+                    cute.arch.cp_async_bulk_commit_group()
+                if const_expr(self.deterministic):
+                    # The additions are complete (not only read) before the next n_block's.
+                    cute.arch.cp_async_bulk_wait_group(0, read=False)
+                    if lane == 0:
+                        red_release_add_gpu(sem_ptr, 1)
+        cute.arch.cp_async_bulk_wait_group(0, read=True)
+
+    @cute.jit
+    def dq_rank(
+        self,
+        m_block: Int32,
+        n_block: Int32,
+        head: Int32,
+        batch: Int32,
+        num_heads: Int32,
+        mFwdLists: tuple | None,
+    ) -> Int32:
+        """How many n_blocks below ``n_block`` visit ``m_block`` (warp-collective): the number of
+        dQ additions to this m_block that come before this CTA's in deterministic mode."""
+        rank = n_block  # no bounds: the visitors of an m_block are n_blocks 0, 1, ..., n_max
+        if const_expr(self.has_lists):
+            mPCnt, mPIdx, mFCnt, mFIdx = mFwdLists
+            head_m = head // (num_heads // mPCnt.shape[1])
+            lane = cute.arch.lane_idx()
+            below = Int32(0)
+            for mCnt, mIdx in ((mPCnt, mPIdx), (mFCnt, mFIdx)):
+                cnt = mCnt[batch, head_m, m_block]
+                row = mIdx[batch, head_m, m_block, None]
+                for c in cutlass.range(cute.ceil_div(cnt, cute.arch.WARP_SIZE), unroll=1):
+                    j = c * cute.arch.WARP_SIZE + lane
+                    if j < cnt:  # noqa: SIM102 (no short-circuit in the DSL: row[j] guarded)
+                        if row[j] < n_block:
+                            below = below + 1
+            rank = cute.arch.warp_reduction_sum(below)
+        return rank
+
+    # ----------------------------------------------------------------------------------------
     # Consumer warpgroups
     # ----------------------------------------------------------------------------------------
     @cute.jit
     def mma(
         self,
         mmas: tuple,  # tiled MMAs: S / dP, dK / dV, dQ
-        gmem: tuple,  # mQ, mK (TMA views, for shapes), mdK, mdV (TMA views), lse, Delta, dQaccum
+        gmem: tuple,  # mQ, mK (TMA views, for shapes), mdK, mdV (TMA views), lse, Delta
         smem: tuple,  # sQ, sK, sV, sdO, sP, sdS
         tma_atoms: tuple,
         pipeline_kv: pipeline.PipelineAsync,
@@ -564,8 +706,8 @@ class FlashMaskBwdSm90:
         lists: tuple,
     ):
         mma_sdp, mma_dkv, mma_dq = mmas
-        mQ, mK, mdK, mdV, mLSElog2, mDelta, mdQaccum = gmem
-        sQ, sK, sV, sdO, sP, sdS = smem
+        mQ, mK, mdK, mdV, mLSElog2, mDelta = gmem
+        sQ, sK, sV, sdO, sP, sdS, sdQ = smem
         d = self.head_dim
         seqlen_q = mQ.shape[0]
         seqlen_k = mK.shape[0]
@@ -574,7 +716,6 @@ class FlashMaskBwdSm90:
         wg_dkv = mma_dkv.get_slice(wg_idx * THREADS_PER_WG)
         wg_dq = mma_dq.get_slice(wg_idx * THREADS_PER_WG)
         thr_sdp = mma_sdp.get_slice(tidx)
-        thr_dq = mma_dq.get_slice(tidx)
 
         # Operand fragments (smem descriptors).
         tSrQ = wg_sdp.make_fragment_A(wg_sdp.partition_A(sQ))
@@ -604,6 +745,14 @@ class FlashMaskBwdSm90:
         tPsP = thr_st_PdS.partition_D(sP)
         tdSsdS = thr_st_PdS.partition_D(sdS)
 
+        # This thread's slice of the dQ staging buffer (Note [dQ accumulator layout]).
+        n_dq = cute.size(acc_shape_dQ)
+        t_wg = tidx % THREADS_PER_WG
+        tdQsdQ = cute.make_tensor(
+            sdQ.iterator + wg_idx * (self.tile_m * d // NUM_CONSUMER_WARPGROUPS) + t_wg * 4,
+            cute.make_layout((4, n_dq // 4), stride=(1, 4 * THREADS_PER_WG)),
+        )
+
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
         pipeline_kv.consumer_wait(kv_state)
 
@@ -619,7 +768,7 @@ class FlashMaskBwdSm90:
             thr_st_PdS,
             tPsP,
             tdSsdS,
-            thr_dq,
+            (tdQsdQ, wg_idx),
             pipeline_q,
             pipeline_do,
             scale_log2,
@@ -638,8 +787,7 @@ class FlashMaskBwdSm90:
                 mBoundsCur = mBounds[batch, head_b, None, None]
             mLSEcur = mLSElog2[batch, head, None]
             mDeltaCur = mDelta[batch, head, None]
-            mdQcur = mdQaccum[batch, head, None, None]
-            per_head = (mBoundsCur, mLSEcur, mDeltaCur, mdQcur, n_block)
+            per_head = (mBoundsCur, mLSEcur, mDeltaCur, n_block)
             for i in cutlass.range(blocks[1], unroll=1):
                 q_state = self.mma_one_m_block(
                     q_state, self.m_block_at(i, blocks), True, ctx, per_head
@@ -671,11 +819,12 @@ class FlashMaskBwdSm90:
     ) -> pipeline.PipelineState:
         """All five GEMMs of one (m_block, n_block) tile; dQ added to global memory."""
         frags, mmas, acc_dK, acc_dV, acc_shape_S, acc_shape_dQ, tScS_mn = ctx[:7]
-        st_atom, thr_st_PdS, tPsP, tdSsdS, thr_dq, pipeline_q, pipeline_do = ctx[7:14]
+        st_atom, thr_st_PdS, tPsP, tdSsdS, dq_stage, pipeline_q, pipeline_do = ctx[7:14]
         scale_log2, seqlen_q, seqlen_k = ctx[14:]
         tSrQ, tSrK, tdPrdO, tdPrV, tdVrPt, tdVrdOt, tdKrdSt, tdKrQt, tdQrdS, tdQrKt = frags
         mma_sdp, mma_dkv, mma_dq = mmas
-        mBoundsCur, mLSEcur, mDeltaCur, mdQcur, n_block = per_head
+        mBoundsCur, mLSEcur, mDeltaCur, n_block = per_head
+        tdQsdQ, wg_idx = dq_stage
         num_rows = cute.size(tScS_mn, mode=[0])
         stage = q_state.index
 
@@ -741,11 +890,21 @@ class FlashMaskBwdSm90:
         _gemm(mma_dkv, acc_dK, tdKrdSt, tdKrQt[None, None, None, stage], False, -1)
         warpgroup.wait_group(1)
         pipeline_do.consumer_release(q_state)
-        gdQ = cute.local_tile(mdQcur, (self.tile_m, self.head_dim), (m_block, 0))
-        tdQgdQ = thr_dq.partition_C(gdQ)
-        for e in cutlass.range_constexpr(cute.size(acc_dQ)):
-            ptr = tdQgdQ.iterator + cute.crd2idx(e, tdQgdQ.layout)
-            cute.arch.red(ptr, acc_dQ[e], op="add", dtype=Float32, sem="relaxed", scope="gpu")
+        # dQ -> smem staging buffer (once the dQ warp has handed the last one to the bulk-copy
+        # engine), then the dQ warp adds it to global memory (Note [dQ accumulator layout]).
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierBwd.dQEmpty) + wg_idx,
+            number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
+        )
+        acc_dQ_flat = cute.make_tensor(
+            acc_dQ.iterator, cute.make_layout((4, cute.size(acc_dQ) // 4), stride=(1, 4))
+        )
+        cute.autovec_copy(acc_dQ_flat, tdQsdQ)
+        cute.arch.fence_view_async_shared()
+        cute.arch.barrier_arrive(
+            barrier_id=int(NamedBarrierBwd.dQFull) + wg_idx,
+            number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
+        )
         warpgroup.wait_group(0)
         pipeline_q.consumer_release(q_state)
         q_state.advance()

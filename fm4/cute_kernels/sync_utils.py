@@ -1,0 +1,65 @@
+"""Small PTX helpers for cross-CTA ordering and bulk reductions (sm_90), as inline asm.
+
+* ``bulk_reduce_add_f32``: ``cp.reduce.async.bulk`` of a contiguous fp32 range from shared to
+  global memory (element-wise add, performed by the bulk-copy engine; tracked by the issuing
+  thread's bulk groups: ``cute.arch.cp_async_bulk_commit_group`` / ``..._wait_group``).
+* ``ld_acquire_gpu`` / ``red_release_add_gpu``: a semaphore read with acquire and an increment
+  with release semantics at GPU scope (the deterministic dQ order of the backward).
+"""
+
+from __future__ import annotations
+
+import cutlass.cute as cute
+from cutlass import Int32
+from cutlass._mlir.dialects import llvm
+from cutlass.cutlass_dsl import T, dsl_user_op
+
+
+@dsl_user_op
+def bulk_reduce_add_f32(
+    smem_ptr: cute.Pointer, gmem_ptr: cute.Pointer, num_bytes: int | Int32, *, loc=None, ip=None
+) -> None:
+    """gmem[0 : num_bytes / 4] += smem[0 : num_bytes / 4] (fp32), asynchronously.
+
+    Both addresses 16-byte aligned, ``num_bytes`` a multiple of 16. Issue from one thread.
+    """
+    smem_addr = smem_ptr.toint(loc=loc, ip=ip).ir_value()
+    llvm.inline_asm(
+        None,
+        [gmem_ptr.llvm_ptr, smem_addr, Int32(num_bytes).ir_value(loc=loc, ip=ip)],
+        "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [$0], [$1], $2;",
+        "l,r,r",
+        has_side_effects=True,
+        is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+
+
+@dsl_user_op
+def ld_acquire_gpu(ptr: cute.Pointer, *, loc=None, ip=None) -> Int32:
+    """A 32-bit global load with acquire semantics at GPU scope."""
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [ptr.llvm_ptr],
+            "ld.acquire.gpu.global.b32 $0, [$1];",
+            "=r,l",
+            has_side_effects=True,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
+    )
+
+
+@dsl_user_op
+def red_release_add_gpu(ptr: cute.Pointer, val: int | Int32, *, loc=None, ip=None) -> None:
+    """``*ptr += val`` (int32) with release semantics at GPU scope."""
+    llvm.inline_asm(
+        None,
+        [ptr.llvm_ptr, Int32(val).ir_value(loc=loc, ip=ip)],
+        "red.release.gpu.global.add.s32 [$0], $1;",
+        "l,r",
+        has_side_effects=True,
+        is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
