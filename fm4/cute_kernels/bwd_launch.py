@@ -97,8 +97,12 @@ def _compile_bwd(
     deterministic: bool = False,
     tile_m: int | None = None,
     tile_n: int | None = None,
+    *,
+    arch: str | None = "sm_90a",
+    **variant: Any,
 ) -> Any:
-    """Compile the main backward kernel for sm_90a; the arguments are the cache key."""
+    """Compile the main backward kernel for ``arch`` (None: the visible GPU); the arguments
+    are the cache key. ``variant``: more ``FlashMaskBwdSm90`` knobs (tuning scripts)."""
     import cutlass
     import cutlass.cute as cute
 
@@ -134,7 +138,9 @@ def _compile_bwd(
                 _fake(cutlass.Int32, (b, hm, m_blocks), 1),
                 _fake(cutlass.Int32, (b, hm, m_blocks, n_blocks), 1),
             )
-    kernel = FlashMaskBwdSm90(dtype, head_dim, causal, n_bounds, deterministic, tile_m, tile_n)
+    kernel = FlashMaskBwdSm90(
+        dtype, head_dim, causal, n_bounds, deterministic, tile_m, tile_n, **variant
+    )
     return cute.compile(
         kernel,
         q,
@@ -151,7 +157,7 @@ def _compile_bwd(
         sem,
         *fwd_lists,
         fake_env_stream(),
-        options=compile_options("sm_90a"),
+        options=compile_options(arch),
     )
 
 
@@ -228,12 +234,14 @@ def attention_bwd_sm90(
     dlse: torch.Tensor | None = None,  # (B, H, Sq) fp32
     tile_lists: Any = None,
     deterministic: bool = False,
+    kernel_options: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward attention on Hopper: ``(dq, dk, dv)`` shaped like ``(q, k, v)``.
 
     ``tile_lists`` (``fm4.masks.tiles.TileLists`` with the backward lists) must have been
     built for this mask with ``tile_shape_bwd(D)``; it is built here when omitted. Inputs are
     assumed validated upstream (``can_implement`` checks what the kernels need).
+    ``kernel_options``: extra ``FlashMaskBwdSm90`` knobs (tuning; part of the compile key).
     """
     ok, reason = can_implement(dout, q, k, v, out, startend_row_indices, causal, deterministic)
     if not ok:
@@ -295,7 +303,13 @@ def attention_bwd_sm90(
         _compiled_pre, key_pre, lambda: _compile_pre(*key_pre), name="bwd_pre_sm90"
     )
     key = (dtype_name, D, bool(causal), n_bounds, bool(deterministic), tile_m, tile_n)
-    main = get_or_compile(_compiled_main, key, lambda: _compile_bwd(*key), name="bwd_sm90")
+    opts = dict(kernel_options or {})
+    main = get_or_compile(
+        _compiled_main,
+        key + tuple(sorted(opts.items())),
+        lambda: _compile_bwd(*key, **opts),
+        name="bwd_sm90",
+    )
     key_post = (dtype_name, D)
     post = get_or_compile(
         _compiled_post, key_post, lambda: _compile_post(*key_post), name="bwd_post_sm90"

@@ -87,6 +87,12 @@ TILE_CONFIG_BWD_SM90: dict[int, tuple[int, int, int]] = {
     64: (64, 128, 2),
     128: (64, 128, 2),
 }
+# P / dS smem buffers: 2 lets a warpgroup write this m_block's P / dS while the other may still
+# read last m_block's (one consumer-wide barrier per m_block instead of two); 1 saves 32 KB.
+PDS_STAGES = 2
+# Write P to smem and issue dV += P^T dO as soon as P is ready (a warpgroup reads only its own
+# half of P), overlapping the dV GEMM with dS; else P and dS go to smem together.
+EARLY_DV = True
 NUM_CONSUMER_WARPGROUPS = 2  # each owns tile_n / 2 key columns (S, dP, dK, dV), d / 2 of dQ
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
@@ -110,6 +116,8 @@ class NamedBarrierBwd(enum.IntEnum):
     # staging buffer free again (Empty). Ids dQFull + w and dQEmpty + w.
     dQFull = 3
     dQEmpty = 5
+    # Consumer warpgroup w alone: its half of P written, its dV GEMM may read it (id P + w).
+    P = 7
 
 
 def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: int = 0):
@@ -164,8 +172,12 @@ class FlashMaskBwdSm90:
         tile_m: int | None = None,
         tile_n: int | None = None,
         num_stages: int | None = None,
+        pds_stages: int | None = None,
+        early_dv: bool | None = None,
     ):
-        """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4."""
+        """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
+        ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``: tuning knobs (default: the
+        tuning table)."""
         if head_dim not in TILE_CONFIG_BWD_SM90:
             raise ValueError(
                 f"head_dim {head_dim} not supported by the sm90 backward "
@@ -183,6 +195,9 @@ class FlashMaskBwdSm90:
         self.tile_m = tile_m or cfg_m
         self.tile_n = tile_n or cfg_n
         self.num_stages = num_stages or cfg_stages
+        self.pds_stages = pds_stages or PDS_STAGES
+        self.early_dv = EARLY_DV if early_dv is None else early_dv
+        assert self.pds_stages in (1, self.num_stages), "P / dS stages: 1 or the Q stages"
         assert self.tile_m == 64, "one 64-row wgmma atom of S per warpgroup"
         assert self.tile_n == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
@@ -234,7 +249,11 @@ class FlashMaskBwdSm90:
         sV_layout = _smem_layout(self.dtype, self.tile_n, d)
         # P and dS: (tile_m, tile_n) row-major; read as MN-major A (64 columns per warpgroup).
         sPdS_layout = _smem_layout(
-            self.dtype, self.tile_m, self.tile_n, major=self.tile_n // NUM_CONSUMER_WARPGROUPS
+            self.dtype,
+            self.tile_m,
+            self.tile_n,
+            self.pds_stages,
+            major=self.tile_n // NUM_CONSUMER_WARPGROUPS,
         )
 
         @cute.struct
@@ -742,7 +761,7 @@ class FlashMaskBwdSm90:
             warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
         )
         thr_st_PdS = cute.make_tiled_copy_C(st_atom, mma_sdp).get_slice(tidx)
-        tPsP = thr_st_PdS.partition_D(sP)
+        tPsP = thr_st_PdS.partition_D(sP)  # (..., pds stage)
         tdSsdS = thr_st_PdS.partition_D(sdS)
 
         # This thread's slice of the dQ staging buffer (Note [dQ accumulator layout]).
@@ -867,27 +886,63 @@ class FlashMaskBwdSm90:
             )
         rP = cute.make_rmem_tensor(acc_shape_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
+        ps = stage if const_expr(self.pds_stages > 1) else 0
+        if const_expr(self.early_dv):
+            # This warpgroup's half of sP is read only by its own dV GEMM, whose last use was
+            # waited for at the end of the last m_block.
+            cute.copy(st_atom, thr_st_PdS.retile(rP), tPsP[None, None, None, ps])
+            cute.arch.fence_view_async_shared()
+            cute.arch.barrier(
+                barrier_id=int(NamedBarrierBwd.P) + wg_idx, number_of_threads=THREADS_PER_WG
+            )
+            _gemm(
+                mma_dkv,
+                acc_dV,
+                tdVrPt[None, None, None, ps],
+                tdVrdOt[None, None, None, stage],
+                False,
+                -1,
+            )
 
         # dS = P * (dP - Delta)
-        warpgroup.wait_group(0)
+        warpgroup.wait_group(1 if const_expr(self.early_dv) else 0)
         dp_mn = acc_to_mn(acc_dP)
         for r in cutlass.range_constexpr(num_rows):
             dp_mn[r, None].store(s_mn[r, None].load() * (dp_mn[r, None].load() - delta[r]))
         rdS = cute.make_rmem_tensor(acc_shape_S, self.dtype)
         rdS.store(acc_dP.load().to(self.dtype))
 
-        # Last m_block's GEMMs (both warpgroups) are done with sP / sdS: overwrite them.
-        self.pds_barrier()
-        cute.copy(st_atom, thr_st_PdS.retile(rP), tPsP)
-        cute.copy(st_atom, thr_st_PdS.retile(rdS), tdSsdS)
+        # One buffer: last m_block's GEMMs (both warpgroups) must be done with sP / sdS before
+        # they are overwritten. Two (indexed by the Q stage): the GEMMs that read this stage's
+        # buffer last, two m_blocks ago, were waited for before the last m_block's barrier.
+        if const_expr(self.pds_stages == 1):
+            self.pds_barrier()
+        if const_expr(not self.early_dv):
+            cute.copy(st_atom, thr_st_PdS.retile(rP), tPsP[None, None, None, ps])
+        cute.copy(st_atom, thr_st_PdS.retile(rdS), tdSsdS[None, None, None, ps])
         cute.arch.fence_view_async_shared()
         self.pds_barrier()
 
-        # dV += P^T dO, dQ = dS K, dK += dS^T Q
-        _gemm(mma_dkv, acc_dV, tdVrPt, tdVrdOt[None, None, None, stage], False, -1)
+        # dV += P^T dO (unless issued early), dQ = dS K, dK += dS^T Q
+        if const_expr(not self.early_dv):
+            _gemm(
+                mma_dkv,
+                acc_dV,
+                tdVrPt[None, None, None, ps],
+                tdVrdOt[None, None, None, stage],
+                False,
+                -1,
+            )
         acc_dQ = cute.make_rmem_tensor(acc_shape_dQ, Float32)
-        _gemm(mma_dq, acc_dQ, tdQrdS, tdQrKt, True, -1)
-        _gemm(mma_dkv, acc_dK, tdKrdSt, tdKrQt[None, None, None, stage], False, -1)
+        _gemm(mma_dq, acc_dQ, tdQrdS[None, None, None, ps], tdQrKt, True, -1)
+        _gemm(
+            mma_dkv,
+            acc_dK,
+            tdKrdSt[None, None, None, ps],
+            tdKrQt[None, None, None, stage],
+            False,
+            -1,
+        )
         warpgroup.wait_group(1)
         pipeline_do.consumer_release(q_state)
         # dQ -> smem staging buffer (once the dQ warp has handed the last one to the bulk-copy

@@ -1,0 +1,115 @@
+"""Focused backward timing: fm4 backward kernel variants vs FA4 dense and FA4 mask_mod (bwd).
+
+    python -m bench.bwd_perf [--seqlen 8192] [--masks causal,...] [--variants default,pds2]
+
+Each fm4 variant is ``attention_bwd_sm90`` with some ``FlashMaskBwdSm90`` knobs changed
+(``kernel_options``); its time is the preprocess, main kernel and postprocess, with the backward
+tile lists built once outside the timed region. The peers' time is their backward alone after an
+untimed forward (``bench.runner.time_direction(..., "bwd")``). Random bf16 inputs (B=16, H=32 at
+8K, D=128), CUDA-event medians after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# name -> FlashMaskBwdSm90 keyword arguments
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "pds1": {"pds_stages": 1},
+    "pds2": {"pds_stages": 2},
+    "early_dv": {"early_dv": True},
+    "early_dv_pds2": {"early_dv": True, "pds_stages": 2},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seqlen", type=int, default=8192)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--masks", default="causal,sliding_window,document,share_question")
+    ap.add_argument("--variants", default="default,pds2")
+    ap.add_argument("--reps", type=int, default=10)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import fm4
+    from bench.flops import mask_work
+    from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
+    from bench.runner import time_direction
+    from bench.suite import Case
+    from bench.timing import time_cuda
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90, tile_shape_bwd
+    from fm4.masks.tiles import build_tile_lists
+
+    dev = torch.device("cuda")
+    S, H, D = args.seqlen, args.heads, 128
+    B = max(1, 16 * 8192 // S)
+    variants = args.variants.split(",")
+    kw = {"warmup": 2, "min_reps": args.reps, "max_reps": args.reps}
+    rows = []
+    for mask in args.masks.split(","):
+        case = Case(mask, S, B, H, H, D)
+        inp = make_inputs(case, dev)
+        q, k, v = (t.detach() for t in (inp.q, inp.k, inp.v))
+        m = inp.mask
+        sri, causal = m.startend_row_indices, bool(m.causal)
+        out, lse = fm4.attention(q, k, v, m, return_lse=True)
+        lists = None
+        if sri is not None:
+            lists = build_tile_lists(sri, causal, S, S, *tile_shape_bwd(D), backward=True)
+        row = {"mask": mask, "gflop": mask_work(m, B, H, D).flops_block("bwd") / 1e9}
+        ref = None
+        for name in variants:
+            opts = VARIANTS[name]
+
+            call = (inp.dout, q, k, v, out, lse, sri, causal)
+
+            def run(opts=opts, call=call, lists=lists):
+                return attention_bwd_sm90(*call, tile_lists=lists, kernel_options=opts)
+
+            grads = run()
+            torch.cuda.synchronize()
+            if ref is None:
+                ref = [g.clone() for g in grads]
+            else:
+                pairs = zip(grads, ref, strict=True)
+                diff = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
+                row[f"{name}_maxdiff"] = diff
+            row[name] = time_cuda(run, **kw).median_ms
+        for impl_cls, label in ((Fa4Dense, "fa4_dense"), (Fa4MaskMod, "fa4_mask_mod")):
+            impl = impl_cls(dev)
+            if impl.available()[0] and impl.applies(case)[0]:
+                try:
+                    fn = impl.prepare(inp)
+                    fn().backward(inp.dout)
+                    row[label] = time_direction(fn, inp, "bwd", **kw).median_ms
+                except Exception as e:  # report and go on
+                    print(f"{label} {mask}: {type(e).__name__}: {e}"[:300], file=sys.stderr)
+        rows.append(row)
+        del inp, q, k, v, out, lse
+        torch.cuda.empty_cache()
+
+    cols = [*variants, "fa4_dense", "fa4_mask_mod"]
+    print(f"\nbackward, S={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, median ms")
+    print("| mask | " + " | ".join(cols) + " | best fm4 / FA4 mask_mod |")
+    print("|---|" + "---|" * (len(cols) + 1))
+    for r in rows:
+        cells = []
+        for c in cols:
+            t = r.get(c)
+            cells.append("-" if t is None else f"{t:.2f} ({r['gflop'] / t:.0f})")
+        best = min(r[v] for v in variants)
+        peer = r.get("fa4_mask_mod") or r.get("fa4_dense")
+        ratio = f"{peer / best:.3f}x" if peer else "-"
+        print(f"| {r['mask']} | " + " | ".join(cells) + f" | {ratio} |")
+        diffs = {k: v for k, v in r.items() if k.endswith("_maxdiff")}
+        if diffs:
+            print("   max |grad - default|:", diffs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
