@@ -347,3 +347,15 @@ def test_bwd_deterministic_bitwise(mode):
         for a, b in zip(first, again, strict=True):
             assert torch.equal(a, b)
     check_attention_grads(dout, q, k, v, sri, causal, first)
+
+
+@needs_cutlass
+def test_bwd_perf_variants_are_kernel_knobs():
+    """Every variant of ``bench/bwd_perf.py`` constructs the kernel (no GPU needed)."""
+    import cutlass
+
+    from bench.bwd_perf import VARIANTS
+    from fm4.cute_kernels.bwd_sm90 import FlashMaskBwdSm90
+
+    for opts in VARIANTS.values():
+        FlashMaskBwdSm90(cutlass.BFloat16, 128, True, 2, **opts)
