@@ -2,6 +2,9 @@
 
     python -m bench.fwd_perf [--seqlen 8192] [--masks full,causal,...] [--variants base,asm]
     python -m bench.fwd_perf --compile-only   # CPU: compile every variant for sm_90a, no GPU
+    python -m bench.fwd_perf --masks causal,document --variants default,v2 --jobs 16 --rounds 3 \
+        --peers none --check   # compile in 16 processes first; interleaved rounds; fm4 only
+    FM4_CACHE_DIR=/tmp/c python -m bench.fwd_perf --warm-cache --jobs 16   # before GPU tests
 
 Each fm4 variant is a ``FlashMaskFwdSm90`` with some constructor knobs changed, compiled in this
 process (no compile cache). Inputs are random bf16 (B=16, H=32 at 8K), the same for every
@@ -14,14 +17,29 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 
 # name -> FlashMaskFwdSm90 keyword arguments
+_V2_SPLIT = {"mask_impl": "v2", "mask_at": "split", "mask_guard": True}
+_V2_LATE = {"mask_impl": "v2", "mask_at": "late", "mask_guard": True}
 VARIANTS: dict[str, dict] = {
     "default": {},  # the tuning table's choices
-    "base": {"p_cvt_asm": False, "rescale_o_before_pv": False},
-    "asm": {"p_cvt_asm": True, "rescale_o_before_pv": False},
-    "asm_early_rescale": {"p_cvt_asm": True, "rescale_o_before_pv": True},
+    "base": {"p_cvt_asm": False, "rescale_o_before_pv": False, "mask_impl": "v1"},
+    "asm": {"p_cvt_asm": True, "rescale_o_before_pv": False, "mask_impl": "v1"},
+    "asm_early_rescale": {"p_cvt_asm": True, "rescale_o_before_pv": True, "mask_impl": "v1"},
+    # asm P conversion only in the loop over unmasked blocks (first / partial blocks: .to)
+    "asm_unmasked": {"p_cvt_asm": "unmasked", "mask_impl": "v1"},
+    # leaner mask bits (vector bound loads, threshold bits, next block index read ahead)
+    "v2": {"p_cvt_asm": False, "mask_impl": "v2"},
+    "v2_asm": {"p_cvt_asm": True, "mask_impl": "v2"},
+    # ... bounds loaded early, bits made after the GEMMs are issued (guarded branch)
+    "v2_split": {"p_cvt_asm": False, **_V2_SPLIT},
+    "v2_split_asm": {"p_cvt_asm": True, **_V2_SPLIT},
+    "v2_split_asm_unmasked": {"p_cvt_asm": "unmasked", **_V2_SPLIT},
+    # ... bounds loaded and bits made after the GEMMs are issued
+    "v2_late": {"p_cvt_asm": False, **_V2_LATE},
+    "v2_late_asm": {"p_cvt_asm": True, **_V2_LATE},
 }
 
 
@@ -30,6 +48,70 @@ def compile_variant(head_dim: int, causal: bool, n_bounds: int, arch: str | None
     from fm4.cute_kernels.fwd_launch import _compile_fwd
 
     return _compile_fwd("BFloat16", head_dim, causal, n_bounds, arch=arch, **kw)
+
+
+def _compile_to_file(job: tuple) -> str:
+    """Worker: compile one (variant, causal, n_bounds) and export it as an object file."""
+    name, head_dim, causal, nb, arch, path = job
+    fn = compile_variant(head_dim, causal, nb, arch, **VARIANTS[name])
+    fn.export_to_c(object_file_path=path, function_name="func")
+    return path
+
+
+def compile_all(keys: list, head_dim: int, arch: str, jobs: int) -> dict:
+    """Compile (variant, causal, n_bounds) keys in ``jobs`` processes; load them here."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import tempfile
+
+    import cutlass.cute as cute
+
+    folder = tempfile.mkdtemp(prefix="fwd_perf_")
+    work = [
+        (name, head_dim, causal, nb, arch, f"{folder}/{name}-{int(causal)}-{nb}.o")
+        for name, causal, nb in keys
+    ]
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
+        paths = list(ex.map(_compile_to_file, work))
+    return {
+        key: cute.runtime.load_module(path, enable_tvm_ffi=True)["func"]
+        for key, path in zip(keys, paths, strict=True)
+    }
+
+
+def _warm_one(key: tuple) -> tuple:
+    """Worker: compile one launcher configuration into the disk cache (``FM4_CACHE_DIR``)."""
+    from fm4.cute_kernels.compile_utils import get_or_compile
+    from fm4.cute_kernels.fwd_launch import _compile_fwd
+
+    get_or_compile({}, key, lambda: _compile_fwd(*key), name="fwd_sm90")
+    return key
+
+
+def warm_cache(jobs: int) -> int:
+    """Compile every default forward configuration the launcher can ask for into the disk
+    cache, in ``jobs`` processes (GPU test runs then load instead of compiling serially)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+    import time
+
+    if not os.environ.get("FM4_CACHE_DIR"):
+        print("--warm-cache needs FM4_CACHE_DIR", file=sys.stderr)
+        return 1
+    modes = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
+    keys = [
+        (dt, d, causal, nb)
+        for dt in ("BFloat16", "Float16")
+        for d in (64, 128, 256)
+        for causal, nb in modes
+    ]
+    t0 = time.time()
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        list(ex.map(_warm_one, keys))
+    print(f"warmed {len(keys)} forward kernels in {time.time() - t0:.0f} s", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,15 +123,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="default")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--compile-only", action="store_true")
-    ap.add_argument("--check", action="store_true", help="compare each variant with 'base'")
+    ap.add_argument("--check", action="store_true", help="compare each variant with the first")
+    ap.add_argument("--jobs", type=int, default=0, help="compile in this many processes first")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="time all variants this many times, interleaved"
+    )
+    ap.add_argument("--peers", default="fa4_dense,fa4_mask_mod", help="'none' for fm4 only")
+    ap.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="only fill FM4_CACHE_DIR with every default forward kernel (--jobs processes)",
+    )
     args = ap.parse_args(argv)
+    if args.warm_cache:
+        return warm_cache(max(args.jobs, 1))
     variants = args.variants.split(",")
     masks = args.masks.split(",")
+    peers = [] if args.peers == "none" else args.peers.split(",")
     D = 128
 
     if args.compile_only:
         for name in variants:
-            for causal, nb in ((False, 0), (True, 0), (True, 2), (False, 4)):
+            for causal, nb in ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4)):
                 compile_variant(D, causal, nb, "sm_90a", **VARIANTS[name])
                 print(f"compiled {name} causal={causal} n_bounds={nb}", flush=True)
         return 0
@@ -61,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.suite import Case
     from bench.timing import time_cuda
     from fm4.cute_kernels.fwd_launch import tile_shape
+    from fm4.masks.registry import MASKS
     from fm4.masks.tiles import build_tile_lists
 
     dev = torch.device("cuda")
@@ -69,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     H = args.heads
     compiled: dict = {}
     rows = []
+    if args.jobs > 0:
+        import time
+
+        t0 = time.time()
+        modes = sorted({(MASKS[m].causal, MASKS[m].n) for m in masks})
+        keys = [(name, causal, nb) for name in variants for causal, nb in modes]
+        compiled = compile_all(keys, D, "sm_90a", args.jobs)
+        print(f"compiled {len(keys)} kernels in {time.time() - t0:.0f} s", flush=True)
 
     def timed(fn) -> float:
         return time_cuda(fn, warmup=2, min_reps=args.reps, max_reps=args.reps).median_ms
@@ -97,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"mask": mask, "density": work.density}
         out_ref = None
         scale = 1.0 / math.sqrt(D)
+        runs = {}
         for name in variants:
             key = (name, causal, nb)
             if key not in compiled:
@@ -115,8 +220,18 @@ def main(argv: list[str] | None = None) -> int:
             elif args.check:
                 err = (out.float() - out_ref.float()).abs().max().item()
                 row[f"{name}_maxdiff"] = err
-            row[name] = timed(run)
-        for impl_cls, label in ((Fa4Dense, "fa4_dense"), (Fa4MaskMod, "fa4_mask_mod")):
+            runs[name] = run
+        # Rounds: every variant timed once per round, in a rotated order (drift and order
+        # effects spread over the variants); the reported time is the median over rounds.
+        per_round: dict[str, list[float]] = {name: [] for name in variants}
+        for rnd in range(args.rounds):
+            order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
+            for name in order:
+                per_round[name].append(timed(runs[name]))
+        for name in variants:
+            row[name] = statistics.median(per_round[name])
+        peer_impls = [(Fa4Dense, "fa4_dense"), (Fa4MaskMod, "fa4_mask_mod")]
+        for impl_cls, label in [p for p in peer_impls if p[1] in peers]:
             impl = impl_cls(dev)
             ok, _ = impl.available()
             app, _ = impl.applies(case)
@@ -137,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     def row_tf(r: dict, t: float) -> float:
         return r["gflop"] / t  # GFLOP / ms = TFLOP/s
 
-    cols = [*variants, "fa4_dense", "fa4_mask_mod"]
-    print(f"\nS={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, median ms")
+    cols = [*variants, *peers]
+    print(
+        f"\nS={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, median ms "
+        f"(TFLOP/s) over {args.rounds} round(s) of {args.reps} reps"
+    )
     print("| mask | " + " | ".join(cols) + " | best fm4 / FA4 |")
     print("|---|" + "---|" * (len(cols) + 1))
     for r in rows:
@@ -153,9 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         peer = r.get("fa4_mask_mod") or r.get("fa4_dense")
         ratio = f"{peer / best:.3f}x" if peer else "-"
         print(f"| {r['mask']} | " + " | ".join(cells) + f" | {ratio} |")
+    if len(variants) > 1:
+        first = variants[0]
+        print(f"\ntime / time of {first} (same run):")
+        print("| mask | " + " | ".join(variants[1:]) + " |")
+        print("|---|" + "---|" * (len(variants) - 1))
+        for r in rows:
+            cells = [f"{r[v] / r[first]:.3f}" for v in variants[1:]]
+            print(f"| {r['mask']} | " + " | ".join(cells) + " |")
+    for r in rows:
         diffs = {k: v for k, v in r.items() if k.endswith("_maxdiff")}
         if diffs:
-            print("   max |out - base|:", diffs)
+            print(f"{r['mask']}: max |out - {variants[0]}|:", diffs)
     return 0
 
 

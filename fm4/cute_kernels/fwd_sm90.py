@@ -37,7 +37,12 @@ from cutlass import Float32, Int32, const_expr
 from cutlass.cute.nvgpu import cpasync, warp, warpgroup
 from cutlass.tensor_utils import LayoutEnum
 
-from fm4.cute_kernels.mask_apply import apply_mask_bits, mask_bits
+from fm4.cute_kernels.mask_apply import (
+    apply_mask_bits,
+    bits_from_words,
+    load_bound_words,
+    mask_bits,
+)
 from fm4.cute_kernels.named_barrier import NamedBarrierFwd
 from fm4.cute_kernels.softmax import (
     LOG2_E,
@@ -63,16 +68,35 @@ SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
 
 
 # P to 16 bit with packed inline-asm cvt (Note [Packed conversion] in softmax.py) instead of
-# TensorSSA.to: only for non-causal kernels without bounds (H100, 8K, D=128: full 27.89 ->
-# 26.32 ms; causal 14.11 -> 14.59 ms, worse; with bounds it spills 4-12 bytes). See NOTES.md.
+# TensorSSA.to ("unmasked": inline asm in the unmasked loop only). H100, 8K, D=128 (NOTES.md):
+# non-causal without bounds full 27.89 -> 26.32 ms. With bounds n = 1, 2 it is on together with
+# the v2 mask bits (below), which free the registers it spilled with v1 (4-12 bytes); there it
+# is within noise of .to (v2 + asm vs v2 + .to: -6% to +3% per mask over two runs). Causal
+# without bounds keeps .to: asm measured +3.4% (session 1), +0.2% to +5% (session 2).
 def p_cvt_asm_default(causal: bool, n_bounds: int) -> bool:
-    return not causal and n_bounds == 0
+    return (not causal and n_bounds == 0) or n_bounds in (1, 2)
 
 
 # Rescale O by the previous block's factor while the next Q K^T runs (before P V is issued)
 # instead of right after the softmax (FA4 does this for head dims above 128 only). Measured
 # slower at D=128 (full +4%, prefix_lm_causal +6% vs without), so off.
 RESCALE_O_BEFORE_PV = False
+
+
+# Mask bits of partial blocks: "v1" = `mask_apply.mask_bits` (per column: clamped address, bound
+# loads, compares); "v2" = `load_bound_words` + `bits_from_words` (vector bound loads at static
+# offsets, causal / end-of-keys as one threshold per row, next block's index read one block
+# ahead). v2 + asm cvt vs v1 + .to, H100, 8K, D=128, two runs: sliding_window -10%,
+# share_question -9%, random_eviction -12% / -20%, document -2% / -3%, qk_sparse -1% / -2%
+# (NOTES.md, session 2). n = 4 always uses v1 (v2 spills there); no bounds: v1 (causal was not
+# faster with v2; the full mask not measured).
+def mask_impl_default(causal: bool, n_bounds: int) -> str:
+    return "v2" if n_bounds in (1, 2) else "v1"
+
+
+# Where a partial block's bits are made (FlashMaskFwdSm90's docstring): "split" / "late" were
+# not faster than "early" (document +1 to +10%).
+MASK_AT = "early"
 # ============================================================================================
 
 THREADS_PER_WG = 128
@@ -137,10 +161,23 @@ class FlashMaskFwdSm90:
         tile_m: int | None = None,
         tile_n: int | None = None,
         num_stages: int | None = None,
-        p_cvt_asm: bool | None = None,
+        p_cvt_asm: bool | str | None = None,
         rescale_o_before_pv: bool | None = None,
+        mask_impl: str | None = None,
+        mask_at: str | None = None,
+        mask_guard: bool = False,
     ):
-        """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4."""
+        """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
+
+        Tuning knobs (None: the tuning table's choice; see the table at the top of the file):
+        p_cvt_asm: False (``TensorSSA.to``), True (inline-asm ``cvt`` for every block), or
+        "unmasked" (inline asm only in the loop over unmasked blocks). mask_impl: "v1"
+        (:func:`mask_bits`) or "v2" (:func:`load_bound_words` + :func:`bits_from_words`).
+        mask_at: where a masked block's bits are made, "early" (before the block's GEMMs are
+        issued), "late" (after they are issued, while Q K^T runs; v2 only) or "split" (bounds
+        loaded early, bits made late; v2 only). mask_guard: with "late" / "split", make the bits
+        inside a branch ptxas cannot remove, so that it cannot move them into the GEMM issue.
+        """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
                 f"head_dim {head_dim} not supported (supported: {list(TILE_CONFIG_SM90)})"
@@ -157,6 +194,21 @@ class FlashMaskFwdSm90:
         self.tile_n = tile_n or cfg_n
         self.num_stages = num_stages or cfg_stages
         self.p_cvt_asm = p_cvt_asm_default(causal, n_bounds) if p_cvt_asm is None else p_cvt_asm
+        if self.p_cvt_asm not in (False, True, "unmasked"):
+            raise ValueError(f"p_cvt_asm must be False, True or 'unmasked', got {p_cvt_asm!r}")
+        self.mask_impl = mask_impl_default(causal, n_bounds) if mask_impl is None else mask_impl
+        self.mask_at = MASK_AT if mask_at is None else mask_at
+        if self.mask_impl not in ("v1", "v2"):
+            raise ValueError(f"mask_impl must be 'v1' or 'v2', got {mask_impl!r}")
+        if self.mask_at not in ("early", "late", "split"):
+            raise ValueError(f"mask_at must be 'early', 'late' or 'split', got {mask_at!r}")
+        self.mask_guard = mask_guard
+        if self.mask_impl == "v1" and self.mask_at != "early":
+            raise ValueError("mask_at 'late' / 'split' need mask_impl 'v2'")
+        if self.mask_impl == "v2" and n_bounds == 4:
+            # 32 columns x 4 words stay live next to S, O and P: v2 spills (36 to 700 bytes
+            # depending on mask_at). n = 4 keeps v1.
+            self.mask_impl, self.mask_at, self.mask_guard = "v1", "early", False
         self.rescale_o_before_pv = (
             RESCALE_O_BEFORE_PV if rescale_o_before_pv is None else rescale_o_before_pv
         )
@@ -588,6 +640,11 @@ class FlashMaskFwdSm90:
         )
         cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
         tScS_mn = acc_to_mn(thr_mma_qk.partition_C(cS))
+        # This thread's (row, column) offsets within its fragment: static (thread 0's, whose
+        # coordinates are compile-time constants; every thread's differ by one (row, col) shift).
+        tScS0_mn = acc_to_mn(tiled_mma_qk.get_slice(0).partition_C(cS))
+        self.row_offs = [tScS0_mn[r, 0][0] for r in range(cute.size(tScS0_mn, mode=[0]))]
+        self.col_offs = [tScS0_mn[0, c][1] for c in range(cute.size(tScS0_mn, mode=[1]))]
 
         softmax = OnlineSoftmax(scale_log2, cute.size(tScS_mn, mode=[0]))
         softmax.reset()
@@ -632,7 +689,7 @@ class FlashMaskFwdSm90:
             )
             # First block: S only (its P V is issued together with the next block's S).
             n_block = self.n_block_at(Int32(0), blocks)
-            bits = self.tile_mask_bits(n_block, ctx)
+            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
             pipeline_k.consumer_wait(kv_state)
             acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
             _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, 0)
@@ -640,10 +697,19 @@ class FlashMaskFwdSm90:
             if n_partial > 0:
                 apply_mask_bits(acc_S, bits)
             softmax.step(acc_S, is_first=True)
-            self.convert_p(acc_S, tOrP)
+            self.convert_p(acc_S, tOrP, self.use_asm_cvt(True))
             # Partial blocks (element-wise mask), then unmasked blocks (no mask work at all).
-            for i in cutlass.range(1, n_partial, unroll=1):
-                kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
+            if const_expr(self.mask_impl == "v2"):
+                # The next partial block's index is read one block ahead: its bounds' loads
+                # then wait for one global load, not two.
+                n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
+                for i in cutlass.range(1, n_partial, unroll=1):
+                    n_block_next = self.n_block_at(cutlass.min(i + 1, n_total - 1), blocks)
+                    kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx)
+                    n_block = n_block_next
+            else:
+                for i in cutlass.range(1, n_partial, unroll=1):
+                    kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
             for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
                 kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
             # Last P V.
@@ -672,21 +738,54 @@ class FlashMaskFwdSm90:
         )
 
     @cute.jit
-    def tile_mask_bits(self, n_block: Int32, ctx: tuple) -> cute.Tensor:
-        """Mask bits of one partial tile (computed before its scores exist)."""
+    def tile_mask_words(self, n_block: Int32, ctx: tuple) -> cute.Tensor | None:
+        """mask_impl v2: this thread's bound words of one partial tile (None without bounds)."""
+        words = None
+        if const_expr(self.mask_impl == "v2" and self.n_bounds > 0):
+            tScS_mn, mBoundsCur, seqlen_k = ctx[6], ctx[8], ctx[11]
+            col_tile = n_block * self.tile_n
+            words = load_bound_words(
+                mBoundsCur,
+                col_tile + tScS_mn[0, 0][1],
+                col_tile + self.tile_n,
+                seqlen_k,
+                self.col_offs,
+                self.n_bounds,
+            )
+        return words
+
+    @cute.jit
+    def tile_mask_finish(
+        self, n_block: Int32, words: cute.Tensor | None, ctx: tuple
+    ) -> cute.Tensor:
+        """Mask bits of one partial tile (from :meth:`tile_mask_words`'s words with v2)."""
         tScS_mn, mBoundsCur, m_block, seqlen_q, seqlen_k = ctx[6], ctx[8], ctx[9], ctx[10], ctx[11]
-        return mask_bits(
-            tScS_mn,
-            mBoundsCur,
-            m_block,
-            n_block,
-            seqlen_q,
-            seqlen_k,
-            self.tile_m,
-            self.tile_n,
-            self.causal,
-            self.n_bounds,
-        )
+        if const_expr(self.mask_impl == "v1"):
+            bits = mask_bits(
+                tScS_mn,
+                mBoundsCur,
+                m_block,
+                n_block,
+                seqlen_q,
+                seqlen_k,
+                self.tile_m,
+                self.tile_n,
+                self.causal,
+                self.n_bounds,
+            )
+        else:
+            bits = bits_from_words(
+                words,
+                m_block * self.tile_m + tScS_mn[0, 0][0],
+                n_block * self.tile_n + tScS_mn[0, 0][1],
+                seqlen_q,
+                seqlen_k,
+                self.row_offs,
+                self.col_offs,
+                self.causal,
+                self.n_bounds,
+            )
+        return bits
 
     @cute.jit
     def mma_one_n_block(
@@ -702,8 +801,11 @@ class FlashMaskFwdSm90:
         state_v = kv_state.clone()
         kv_state.advance()
         bits = None
-        if const_expr(masked):
-            bits = self.tile_mask_bits(n_block, ctx)
+        words = None
+        if const_expr(masked and self.mask_at == "early"):
+            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+        if const_expr(masked and self.mask_at == "split"):
+            words = self.tile_mask_words(n_block, ctx)
         pipeline_k.consumer_wait(kv_state)
         self.scheduler_sync(wg_idx)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
@@ -713,6 +815,19 @@ class FlashMaskFwdSm90:
         pipeline_v.consumer_wait(state_v)
         _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, state_v.index], False, -1)
         self.scheduler_arrive(wg_idx)
+        # Late mask bits: made while this block's Q K^T runs, after the GEMMs are issued.
+        if const_expr(masked and self.mask_at != "early"):
+            if const_expr(self.mask_at == "late"):
+                words = self.tile_mask_words(n_block, ctx)
+            if const_expr(self.mask_guard):
+                # A branch ptxas cannot remove (n_block >= 0 always holds) keeps the compares
+                # out of the GEMM issue sequence above.
+                bits = cute.make_rmem_tensor(len(self.row_offs), Int32)
+                bits.fill(0)
+                if n_block >= 0:
+                    bits.store(self.tile_mask_finish(n_block, words, ctx).load())
+            else:
+                bits = self.tile_mask_finish(n_block, words, ctx)
         warpgroup.wait_group(1)
         pipeline_k.consumer_release(kv_state)
         if const_expr(masked):
@@ -720,17 +835,26 @@ class FlashMaskFwdSm90:
         row_scale = softmax.step(acc_S, is_first=False)
         warpgroup.wait_group(0)
         pipeline_v.consumer_release(state_v)
-        self.convert_p(acc_S, tOrP)
+        self.convert_p(acc_S, tOrP, self.use_asm_cvt(masked))
         if const_expr(self.rescale_o_before_pv):
             o_scale.store(row_scale.load())
         else:
             softmax.rescale_o(acc_O, row_scale)
         return kv_state
 
+    def use_asm_cvt(self, masked: bool) -> bool:
+        """Whether P of a masked / unmasked block is converted with inline asm (trace time)."""
+        return self.p_cvt_asm is True or (self.p_cvt_asm == "unmasked" and not masked)
+
     @cute.jit
-    def convert_p(self, acc_S: cute.Tensor, tOrP: cute.Tensor) -> None:
-        """P (fp32 accumulator of S after the softmax) -> the 16-bit A operand of P V."""
-        if const_expr(self.p_cvt_asm):
+    def convert_p(
+        self, acc_S: cute.Tensor, tOrP: cute.Tensor, use_asm: cutlass.Constexpr[bool]
+    ) -> None:
+        """P (fp32 accumulator of S after the softmax) -> the 16-bit A operand of P V.
+
+        use_asm: packed inline-asm cvt (Note [Packed conversion]) instead of TensorSSA.to.
+        """
+        if const_expr(use_asm):
             convert_to_16bit(acc_to_frg_a(acc_S), tOrP)
         else:
             tOrP.store(acc_to_frg_a(acc_S).load().to(self.dtype))

@@ -16,6 +16,13 @@ Each thread owns 2 rows and tile_n / 4 columns of a 64-row warpgroup slice; it r
 of its own columns once per n_block (n int32 per column), compares them with its rows and keeps
 the outcome as one bit per element (:func:`mask_bits`, issued before the tile's Q K^T is waited
 for), then sets the marked scores to -inf (:func:`apply_mask_bits`).
+
+The forward kernel's default for n_bounds 1 and 2 makes the same bits in two leaner steps
+(``mask_impl="v2"``): :func:`load_bound_words` reads the bound words of the thread's columns with
+vector loads at static offsets (one base address per tile), and :func:`bits_from_words` turns
+the end-of-keys and causal rules into one column threshold per row (a shift, no per-column
+compare) and compares only the bounds per element. :func:`mask_bits` stays for the backward
+kernel, n_bounds 4 (v2 spills there) and the forward's ``mask_impl="v1"``.
 Supported: n_bounds in {0, 1, 2, 4}. Not supported: sliding windows given as scalars, pack-GQA.
 """
 
@@ -85,3 +92,134 @@ def apply_mask_bits(acc_S: cute.Tensor, bits: cute.Tensor) -> None:
         for c in cutlass.range_constexpr(cute.size(acc_mn, mode=[1])):
             hit = (bits[r] & Int32(1 << c)) != 0
             acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
+
+
+# --------------------------------------------------------------------------------------------
+# Leaner mask bits (forward kernel knob ``mask_impl="v2"``), same rule as :func:`mask_bits`
+# --------------------------------------------------------------------------------------------
+def _pair_pattern(col_offs: list[int]) -> bool:
+    """Whether a thread's column offsets are 0, 1, 8, 9, 16, 17, ... (the sm_90 wgmma layout)."""
+    return all(off == 8 * (c // 2) + c % 2 for c, off in enumerate(col_offs))
+
+
+@cute.jit
+def load_bound_words(
+    mBounds: cute.Tensor,  # (s_k, n) bounds of this (batch, mask head)
+    col_first: Int32,  # global column of this thread's first column (offset 0)
+    col_tile_end: Int32,  # first column past the tile
+    seqlen_k: Int32,
+    col_offs: cutlass.Constexpr[list],  # static column offsets of this thread's columns
+    n_bounds: cutlass.Constexpr[int],
+) -> cute.Tensor:
+    """The bound words of this thread's columns, ``num_cols * n_bounds`` int32 (column-major).
+
+    Fast path (a tile inside the keys, bounds contiguous in (s_k, n), the thread's column pairs
+    aligned): one vector load per pair of adjacent columns (n = 4: per column) at static offsets
+    from one base address. Otherwise each column is read at ``min(col, seqlen_k - 1)``, as in
+    :func:`mask_bits`. Column c's words are ``words[c * n_bounds + k]``.
+    """
+    num_cols = len(col_offs)
+    words = cute.make_rmem_tensor(num_cols * n_bounds, Int32)
+    pairs = _pair_pattern(col_offs)
+    # Bytes read at once: two adjacent columns (n = 1, 2) or one column (n = 4).
+    vec_cols = 2 if cutlass.const_expr(pairs and n_bounds < 4) else 1
+    vec_bytes = vec_cols * n_bounds * 4
+    row_ptr = cute.domain_offset((col_first, 0), mBounds).iterator
+    addr = row_ptr.toint()
+    fast = (
+        col_tile_end <= seqlen_k and mBounds.stride[0] == n_bounds and (addr & (vec_bytes - 1)) == 0
+    )
+    if fast:
+        ptr = cute.make_ptr(Int32, addr, cute.AddressSpace.gmem, assumed_align=vec_bytes)
+        for c in cutlass.range_constexpr(0, num_cols, vec_cols):
+            src = cute.make_tensor(
+                ptr + col_offs[c] * n_bounds, cute.make_layout(vec_cols * n_bounds)
+            )
+            dst = cute.make_tensor(
+                words.iterator + c * n_bounds, cute.make_layout(vec_cols * n_bounds)
+            )
+            dst.store(src.load())
+    else:
+        for c in cutlass.range_constexpr(num_cols):
+            col_safe = cutlass.min(col_first + col_offs[c], seqlen_k - 1)
+            for k in cutlass.range_constexpr(n_bounds):
+                words[c * n_bounds + k] = mBounds[col_safe, k]
+    return words
+
+
+@cute.jit
+def _threshold_bits(
+    rel: Int32, col_offs: cutlass.Constexpr[list], pairs: cutlass.Constexpr[bool]
+) -> Int32:
+    """Bit c set iff ``col_offs[c] >= rel`` (columns at or past a threshold, relative)."""
+    num_cols = len(col_offs)
+    b = Int32(0)
+    if cutlass.const_expr(pairs):
+        span = 8 * (num_cols // 2)
+        rel_c = cutlass.min(cutlass.max(rel, 0), span)
+        k = 2 * (rel_c >> 3) + cutlass.min(rel_c & 7, 2)  # columns below the threshold
+        b = Int32(0) if k >= num_cols else (Int32(-1) << k)
+        if cutlass.const_expr(num_cols < 32):
+            b = b & Int32((1 << num_cols) - 1)
+    else:
+        for c in cutlass.range_constexpr(num_cols):
+            b = (b | Int32(1 << c)) if col_offs[c] >= rel else b
+    return b
+
+
+@cute.jit
+def _row_limit(i: Int32, seqlen_q: Int32, seqlen_k: Int32, causal: cutlass.Constexpr[bool]):
+    """First masked column of row i from the end of the keys and the causal rule."""
+    lim = seqlen_k
+    if cutlass.const_expr(causal):
+        lim = cutlass.min(lim, i + (seqlen_k - seqlen_q) + 1)
+    return lim
+
+
+@cute.jit
+def _bound_masked(
+    i: Int32, w: list, causal: cutlass.Constexpr[bool], n_bounds: cutlass.Constexpr[int]
+):
+    """Whether row i is masked by one column's bound words ``w`` (the module's rule)."""
+    masked = False
+    if cutlass.const_expr(n_bounds == 1):
+        masked = i >= w[0]
+    if cutlass.const_expr(n_bounds == 2 and causal):
+        masked = i >= w[0] and i < w[1]
+    if cutlass.const_expr(n_bounds == 2 and not causal):
+        masked = i >= w[0] or i < w[1]
+    if cutlass.const_expr(n_bounds == 4):
+        masked = (i >= w[0] and i < w[1]) or (i >= w[2] and i < w[3])
+    return masked
+
+
+@cute.jit
+def bits_from_words(
+    words: cute.Tensor | None,  # from load_bound_words, or None without bounds
+    row_first: Int32,  # global row of this thread's first row
+    col_first: Int32,  # global column of this thread's first column
+    seqlen_q: Int32,
+    seqlen_k: Int32,
+    row_offs: cutlass.Constexpr[list],  # static row offsets of this thread's rows
+    col_offs: cutlass.Constexpr[list],
+    causal: cutlass.Constexpr[bool],
+    n_bounds: cutlass.Constexpr[int],
+) -> cute.Tensor:
+    """Mask bits (same layout and rule as :func:`mask_bits`) from this thread's bound words.
+
+    The end-of-keys and causal parts are one column threshold per row, turned into bits
+    arithmetically; only the bounds are compared per element.
+    """
+    num_cols = len(col_offs)
+    assert num_cols <= 32, "one 32-bit word of mask bits per row"
+    pairs = _pair_pattern(col_offs)
+    bits = cute.make_rmem_tensor(len(row_offs), Int32)
+    for r in cutlass.range_constexpr(len(row_offs)):
+        i = row_first + row_offs[r]
+        b = _threshold_bits(_row_limit(i, seqlen_q, seqlen_k, causal) - col_first, col_offs, pairs)
+        if cutlass.const_expr(n_bounds > 0):
+            for c in cutlass.range_constexpr(num_cols):
+                w = [words[c * n_bounds + k] for k in range(n_bounds)]
+                b = (b | Int32(1 << c)) if _bound_masked(i, w, causal, n_bounds) else b
+        bits[r] = b
+    return bits
