@@ -181,12 +181,21 @@ def device_info() -> dict[str, object]:
 
 
 def git_commit() -> str:
-    """The repository's HEAD commit (short), or '' outside a checkout."""
+    """The repository's HEAD commit (short), '+modified' when tracked files differ from it, or
+    '' outside a checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
         )
-        return out.stdout.strip() if out.returncode == 0 else ""
+        if out.returncode != 0:
+            return ""
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() + ("+modified" if dirty.stdout.strip() else "")
     except Exception:
         return ""
 
