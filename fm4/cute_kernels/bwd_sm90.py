@@ -887,6 +887,11 @@ class FlashMaskBwdSm90:
         rP = cute.make_rmem_tensor(acc_shape_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
         ps = stage if const_expr(self.pds_stages > 1) else 0
+
+        def issue_dv():  # dV += P^T dO, left in flight
+            dv_args = (tdVrPt[None, None, None, ps], tdVrdOt[None, None, None, stage])
+            _gemm(mma_dkv, acc_dV, *dv_args, False, -1)
+
         if const_expr(self.early_dv):
             # This warpgroup's half of sP is read only by its own dV GEMM, whose last use was
             # waited for at the end of the last m_block.
@@ -895,14 +900,7 @@ class FlashMaskBwdSm90:
             cute.arch.barrier(
                 barrier_id=int(NamedBarrierBwd.P) + wg_idx, number_of_threads=THREADS_PER_WG
             )
-            _gemm(
-                mma_dkv,
-                acc_dV,
-                tdVrPt[None, None, None, ps],
-                tdVrdOt[None, None, None, stage],
-                False,
-                -1,
-            )
+            issue_dv()
 
         # dS = P * (dP - Delta)
         warpgroup.wait_group(1 if const_expr(self.early_dv) else 0)
@@ -925,14 +923,7 @@ class FlashMaskBwdSm90:
 
         # dV += P^T dO (unless issued early), dQ = dS K, dK += dS^T Q
         if const_expr(not self.early_dv):
-            _gemm(
-                mma_dkv,
-                acc_dV,
-                tdVrPt[None, None, None, ps],
-                tdVrdOt[None, None, None, stage],
-                False,
-                -1,
-            )
+            issue_dv()
         acc_dQ = cute.make_rmem_tensor(acc_shape_dQ, Float32)
         _gemm(mma_dq, acc_dQ, tdQrdS[None, None, None, ps], tdQrKt, True, -1)
         _gemm(
