@@ -76,6 +76,7 @@ from cutlass.tensor_utils import LayoutEnum
 
 from fm4.cute_kernels.fwd_sm90 import _gemm, _select, _transpose_view
 from fm4.cute_kernels.mask_apply import apply_mask_bits, mask_bits
+from fm4.cute_kernels.pipeline_utils import tma_load, tma_pipeline
 from fm4.cute_kernels.softmax import acc_to_mn
 from fm4.cute_kernels.sync_utils import bulk_reduce_add_f32, ld_acquire_gpu, red_release_add_gpu
 
@@ -381,34 +382,11 @@ class FlashMaskBwdSm90:
         smem = cutlass.memory.SmemAllocator()
         storage = smem.allocate(self.shared_storage)
 
-        tma_warp = pipeline.CooperativeGroup(pipeline.Agent.Thread, 1)
-        mma_warps = pipeline.CooperativeGroup(
-            pipeline.Agent.Thread, self.num_mma_threads // cute.arch.WARP_SIZE
-        )
-        pipeline_kv = pipeline.PipelineTmaAsync.create(
-            barrier_storage=storage.mbar_kv.data_ptr(),
-            num_stages=1,
-            producer_group=tma_warp,
-            consumer_group=mma_warps,
-            tx_count=self.bytes_kv,
-            defer_sync=True,
-        )
-        pipeline_q = pipeline.PipelineTmaAsync.create(
-            barrier_storage=storage.mbar_q.data_ptr(),
-            num_stages=self.num_stages,
-            producer_group=tma_warp,
-            consumer_group=mma_warps,
-            tx_count=self.bytes_q,
-            defer_sync=True,
-        )
-        pipeline_do = pipeline.PipelineTmaAsync.create(
-            barrier_storage=storage.mbar_do.data_ptr(),
-            num_stages=self.num_stages,
-            producer_group=tma_warp,
-            consumer_group=mma_warps,
-            tx_count=self.bytes_q,
-            defer_sync=True,
-        )
+        n_mma, st = self.num_mma_threads, self.num_stages
+        # K and V share one stage (one barrier, both byte counts); Q and dO go stage by stage.
+        pipeline_kv = tma_pipeline(storage.mbar_kv.data_ptr(), 1, self.bytes_kv, n_mma)
+        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), st, self.bytes_q, n_mma)
+        pipeline_do = tma_pipeline(storage.mbar_do.data_ptr(), st, self.bytes_q, n_mma)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
@@ -592,20 +570,8 @@ class FlashMaskBwdSm90:
             )
             for i in cutlass.range(blocks[0], unroll=1):
                 m_block = self.m_block_at(i, blocks)
-                pipeline_q.producer_acquire(q_state)
-                cute.copy(
-                    tma_atom_Q,
-                    tQgQ[None, m_block],
-                    tQsQ[None, q_state.index],
-                    tma_bar_ptr=pipeline_q.producer_get_barrier(q_state),
-                )
-                pipeline_do.producer_acquire(q_state)
-                cute.copy(
-                    tma_atom_dO,
-                    tdOgdO[None, m_block],
-                    tdOsdO[None, q_state.index],
-                    tma_bar_ptr=pipeline_do.producer_get_barrier(q_state),
-                )
+                tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, m_block)
+                tma_load(pipeline_do, q_state, tma_atom_dO, tdOgdO, tdOsdO, m_block)
                 q_state.advance()
 
     # ----------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from fm4.cute_kernels.mask_apply import (
     mask_bits,
 )
 from fm4.cute_kernels.named_barrier import NamedBarrierFwd
+from fm4.cute_kernels.pipeline_utils import tma_load, tma_pipeline
 from fm4.cute_kernels.softmax import (
     LOG2_E,
     OnlineSoftmax,
@@ -368,34 +369,10 @@ class FlashMaskFwdSm90:
         smem = cutlass.memory.SmemAllocator()
         storage = smem.allocate(self.shared_storage)
 
-        tma_warp = pipeline.CooperativeGroup(pipeline.Agent.Thread, 1)
-        mma_warps = pipeline.CooperativeGroup(
-            pipeline.Agent.Thread, self.num_mma_threads // cute.arch.WARP_SIZE
-        )
-        pipeline_q = pipeline.PipelineTmaAsync.create(
-            barrier_storage=storage.mbar_q.data_ptr(),
-            num_stages=1,
-            producer_group=tma_warp,
-            consumer_group=mma_warps,
-            tx_count=self.bytes_q,
-            defer_sync=True,
-        )
-        pipeline_k = pipeline.PipelineTmaAsync.create(
-            barrier_storage=storage.mbar_k.data_ptr(),
-            num_stages=self.num_stages,
-            producer_group=tma_warp,
-            consumer_group=mma_warps,
-            tx_count=self.bytes_kv,
-            defer_sync=True,
-        )
-        pipeline_v = pipeline.PipelineTmaAsync.create(
-            barrier_storage=storage.mbar_v.data_ptr(),
-            num_stages=self.num_stages,
-            producer_group=tma_warp,
-            consumer_group=mma_warps,
-            tx_count=self.bytes_kv,
-            defer_sync=True,
-        )
+        n_mma = self.num_mma_threads
+        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), 1, self.bytes_q, n_mma)
+        pipeline_k = tma_pipeline(storage.mbar_k.data_ptr(), self.num_stages, self.bytes_kv, n_mma)
+        pipeline_v = tma_pipeline(storage.mbar_v.data_ptr(), self.num_stages, self.bytes_kv, n_mma)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
@@ -557,15 +534,8 @@ class FlashMaskFwdSm90:
             )
             q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
             n_block = self.n_block_at(Int32(0), blocks)
-            pipeline_k.producer_acquire(kv_state)
-            cute.copy(
-                tma_atom_K,
-                tKgK[None, n_block],
-                tKsK[None, kv_state.index],
-                tma_bar_ptr=pipeline_k.producer_get_barrier(kv_state),
-            )
-            pipeline_q.producer_acquire(q_state)
-            cute.copy(tma_atom_Q, tQgQ, tQsQ, tma_bar_ptr=pipeline_q.producer_get_barrier(q_state))
+            tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
+            tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=False)
             # K of block i goes out before V of block i - 1: the consumers' next Q K^T is
             # issued before the current P V (intra-warpgroup overlap).
             for i in cutlass.range(1, n_total, unroll=1):
@@ -573,27 +543,9 @@ class FlashMaskFwdSm90:
                 n_block = self.n_block_at(i, blocks)
                 state_prev = kv_state.clone()
                 kv_state.advance()
-                pipeline_k.producer_acquire(kv_state)
-                cute.copy(
-                    tma_atom_K,
-                    tKgK[None, n_block],
-                    tKsK[None, kv_state.index],
-                    tma_bar_ptr=pipeline_k.producer_get_barrier(kv_state),
-                )
-                pipeline_v.producer_acquire(state_prev)
-                cute.copy(
-                    tma_atom_V,
-                    tVgV[None, n_block_prev],
-                    tVsV[None, state_prev.index],
-                    tma_bar_ptr=pipeline_v.producer_get_barrier(state_prev),
-                )
-            pipeline_v.producer_acquire(kv_state)
-            cute.copy(
-                tma_atom_V,
-                tVgV[None, n_block],
-                tVsV[None, kv_state.index],
-                tma_bar_ptr=pipeline_v.producer_get_barrier(kv_state),
-            )
+                tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
+                tma_load(pipeline_v, state_prev, tma_atom_V, tVgV, tVsV, n_block_prev)
+            tma_load(pipeline_v, kv_state, tma_atom_V, tVgV, tVsV, n_block)
 
     # ----------------------------------------------------------------------------------------
     # Consumer warpgroups
