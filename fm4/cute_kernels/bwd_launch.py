@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from fm4.cute_kernels.fwd_launch import TORCH_TO_CUTLASS_NAMES
+from fm4.cute_kernels.fwd_launch import TORCH_TO_CUTLASS_NAMES, check_sm90_inputs
 
 SUPPORTED_HEAD_DIMS_BWD = (64, 128)
 
@@ -45,48 +45,19 @@ def can_implement(
     deterministic: bool = False,
 ) -> tuple[bool, str]:
     """Whether ``attention_bwd_sm90`` can run these inputs; if not, why."""
-    if q.dtype not in TORCH_TO_CUTLASS_NAMES:
-        return False, f"dtype {q.dtype} not supported (bf16, fp16)"
-    for name, t in (("k", k), ("v", v), ("out", out), ("dout", dout)):
-        if t.dtype != q.dtype:
-            return False, f"{name} dtype {t.dtype} differs from q's {q.dtype}"
-    if any(t.dim() != 4 for t in (q, k, v, out, dout)):
-        return False, "q, k, v, out, dout must be 4-D (B, S, H, D)"
-    d = q.shape[-1]
-    if d == 256:
+    del deterministic  # both modes take the same inputs
+    if q.dim() == 4 and q.shape[-1] == 256:
         return False, (
             "head dim 256 not supported by the sm90 backward yet: dK and dV accumulators "
             "(64 x 256 fp32 each per warpgroup) need 256 registers per thread; needs the "
             "dKV_swapAB / tile_n 64 variant"
         )
-    if d not in SUPPORTED_HEAD_DIMS_BWD or k.shape[-1] != d or v.shape[-1] != d:
-        return False, (
-            f"head dims (q {d}, k {k.shape[-1]}, v {v.shape[-1]}) not supported: "
-            f"the sm90 backward takes equal head dims in {SUPPORTED_HEAD_DIMS_BWD}"
-        )
-    if q.shape[2] % k.shape[2] != 0 or k.shape[2] != v.shape[2]:
-        return False, f"num heads {q.shape[2]} must be a multiple of kv heads {k.shape[2]}"
     if out.shape != q.shape or dout.shape != q.shape:
         return False, f"out {tuple(out.shape)} and dout {tuple(dout.shape)} must match q"
-    if not all(t.is_cuda for t in (q, k, v, out, dout)):
-        return False, "tensors must be on a CUDA device"
-    major, _ = torch.cuda.get_device_capability(q.device)
-    if major != 9:
-        return False, f"needs an sm_90 GPU, got compute capability {major}.x"
-    for name, t in (("q", q), ("k", k), ("v", v), ("out", out), ("dout", dout)):
-        if t.stride(-1) != 1:
-            return False, f"{name} must have a contiguous last dimension"
-        if any(s % 8 for s in t.stride()[:-1]) or t.data_ptr() % 16:
-            return False, f"{name} must be 16-byte aligned with strides a multiple of 8"
-    if startend_row_indices is not None:
-        n = startend_row_indices.shape[-1]
-        if n not in (1, 2, 4):
-            return False, f"startend_row_indices last dimension must be 1, 2 or 4, got {n}"
-        if n == 1 and not causal:
-            return False, "n == 1 bounds are causal-only: pass causal=True"
-        if n == 4 and causal:
-            return False, "n == 4 bounds are never causal: pass causal=False"
-    return True, ""
+    tensors = {"q": q, "k": k, "v": v, "out": out, "dout": dout}
+    return check_sm90_inputs(
+        tensors, SUPPORTED_HEAD_DIMS_BWD, "backward", startend_row_indices, causal
+    )
 
 
 def _compile_bwd(

@@ -28,34 +28,39 @@ def tile_shape(head_dim: int) -> tuple[int, int]:
     return tile_m, tile_n
 
 
-def can_implement(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
+def check_sm90_inputs(
+    tensors: dict[str, torch.Tensor],
+    head_dims: tuple[int, ...],
+    kernel: str,
     startend_row_indices: torch.Tensor | None = None,
     causal: bool = False,
 ) -> tuple[bool, str]:
-    """Whether ``attention_fwd_sm90`` can run these inputs; if not, why (for skips and dispatch)."""
+    """The input rules the sm90 kernels share; ``tensors`` starts with q, k, v (then any other
+    tensor of q's dtype and layout rules, e.g. out and dout). Returns (ok, why not)."""
+    q, k, v = tensors["q"], tensors["k"], tensors["v"]
     if q.dtype not in TORCH_TO_CUTLASS_NAMES:
         return False, f"dtype {q.dtype} not supported (bf16, fp16)"
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        return False, f"q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})"
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        return False, "q, k, v must be 4-D (B, S, H, D)"
+    for name, t in tensors.items():
+        if t.dtype != q.dtype:
+            return False, f"{name} dtype {t.dtype} differs from q's {q.dtype}"
+    if any(t.dim() != 4 for t in tensors.values()):
+        return False, f"{', '.join(tensors)} must be 4-D (B, S, H, D)"
     d = q.shape[-1]
-    if d not in SUPPORTED_HEAD_DIMS or k.shape[-1] != d or v.shape[-1] != d:
+    if d not in head_dims or k.shape[-1] != d or v.shape[-1] != d:
         return False, (
             f"head dims (q {d}, k {k.shape[-1]}, v {v.shape[-1]}) not supported: "
-            f"the sm90 kernel takes equal head dims in {SUPPORTED_HEAD_DIMS}"
+            f"the sm90 {kernel} takes equal head dims in {head_dims}"
         )
-    if q.shape[2] % k.shape[2] != 0 or k.shape[2] != v.shape[2]:
+    if k.shape[2] != v.shape[2]:
+        return False, f"k has {k.shape[2]} heads and v {v.shape[2]}: they must be equal"
+    if q.shape[2] % k.shape[2] != 0:
         return False, f"num heads {q.shape[2]} must be a multiple of kv heads {k.shape[2]}"
-    if not (q.is_cuda and k.is_cuda and v.is_cuda):
+    if not all(t.is_cuda for t in tensors.values()):
         return False, "tensors must be on a CUDA device"
     major, _ = torch.cuda.get_device_capability(q.device)
     if major != 9:
         return False, f"needs an sm_90 GPU, got compute capability {major}.x"
-    for name, t in (("q", q), ("k", k), ("v", v)):
+    for name, t in tensors.items():
         if t.stride(-1) != 1:
             return False, f"{name} must have a contiguous last dimension"
         if any(s % 8 for s in t.stride()[:-1]) or t.data_ptr() % 16:
@@ -69,6 +74,18 @@ def can_implement(
         if n == 4 and causal:
             return False, "n == 4 bounds are never causal: pass causal=False"
     return True, ""
+
+
+def can_implement(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    startend_row_indices: torch.Tensor | None = None,
+    causal: bool = False,
+) -> tuple[bool, str]:
+    """Whether ``attention_fwd_sm90`` can run these inputs; if not, why (for skips and dispatch)."""
+    tensors = {"q": q, "k": k, "v": v}
+    return check_sm90_inputs(tensors, SUPPORTED_HEAD_DIMS, "kernel", startend_row_indices, causal)
 
 
 def _compile_fwd(
