@@ -25,6 +25,13 @@ _V2_SPLIT = {"mask_impl": "v2", "mask_at": "split", "mask_guard": True}
 _V2_LATE = {"mask_impl": "v2", "mask_at": "late", "mask_guard": True}
 VARIANTS: dict[str, dict] = {
     "default": {},  # the tuning table's choices
+    # one CTA per tile instead of a persistent CTA per SM (the default up to session 2)
+    "single_tile": {"persistent": False},
+    # persistent, next tile claimed after the current tile's loads / a static stride
+    "claim_late": {"claim": "late"},
+    "claim_static": {"claim": "static"},
+    # persistent, heads grouped to fit L2, the last m_blocks of the group's heads first
+    "lpt": {"order": "lpt"},
     "base": {"p_cvt_asm": False, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm": {"p_cvt_asm": True, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm_early_rescale": {"p_cvt_asm": True, "rescale_o_before_pv": True, "mask_impl": "v1"},
@@ -130,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--peers", default="fa4_dense,fa4_mask_mod", help="'none' for fm4 only")
     ap.add_argument(
+        "--objects",
+        default="",
+        help="folder of kernels compiled elsewhere (e.g. from an older commit, for sm_90a):"
+        " NAME-CAUSAL-NB.o files, timed as variant 'obj:NAME' with the pre-persistent"
+        " argument list (no max_ctas / tile counter)",
+    )
+    ap.add_argument(
         "--warm-cache",
         action="store_true",
         help="only fill FM4_CACHE_DIR with every default forward kernel (--jobs processes)",
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
     from bench.suite import Case
     from bench.timing import time_cuda
-    from fm4.cute_kernels.fwd_launch import tile_shape
+    from fm4.cute_kernels.fwd_launch import persistent_args, tile_shape
     from fm4.masks.registry import MASKS
     from fm4.masks.tiles import build_tile_lists
 
@@ -170,9 +184,24 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.time()
         modes = sorted({(MASKS[m].causal, MASKS[m].n) for m in masks})
-        keys = [(name, causal, nb) for name in variants for causal, nb in modes]
+        keys = [
+            (name, causal, nb)
+            for name in variants
+            if not name.startswith("obj:")
+            for causal, nb in modes
+        ]
         compiled = compile_all(keys, D, "sm_90a", args.jobs)
         print(f"compiled {len(keys)} kernels in {time.time() - t0:.0f} s", flush=True)
+    if args.objects:
+        import glob
+        import os
+
+        import cutlass.cute as cute
+
+        for path in sorted(glob.glob(os.path.join(args.objects, "*.o"))):
+            name, causal, nb = os.path.basename(path)[:-2].rsplit("-", 2)
+            key = (f"obj:{name}", causal == "1", int(nb))
+            compiled[key] = cute.runtime.load_module(path, enable_tvm_ffi=True)["func"]
 
     def timed(fn) -> float:
         return time_cuda(fn, warmup=2, min_reps=args.reps, max_reps=args.reps).median_ms
@@ -210,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
             out = torch.empty_like(q)
             lse = torch.empty(B, H, S, dtype=torch.float32, device=dev)
 
-            def run(fn=fn, out=out, lse=lse, qkv=(q, k, v), extra=(scale, *mask_args)):
-                fn(*qkv, out, lse, *extra)
+            old = name.startswith("obj:")
+            pers = None if old else VARIANTS[name].get("persistent")
+            extra = (scale, *mask_args)
+
+            def run(fn=fn, out=out, lse=lse, qkv=(q, k, v), extra=extra, p=pers, o=old):
+                # A persistent kernel's tile counter is zeroed for every launch (a memset).
+                fn(*qkv, out, lse, *extra, *(() if o else persistent_args(D, dev, p)))
 
             run()
             torch.cuda.synchronize()

@@ -2,7 +2,9 @@
 
 Run on an sm_90 GPU:  compute-sanitizer --tool memcheck --report-api-errors no \\
     python3 tests/gpu_sanitize_case.py [--bwd]
-With ``--bwd`` each case also runs the backward (the CuTe DSL backward kernels).
+With ``--bwd`` each case also runs the backward (the CuTe DSL backward kernels). With
+``--many-tiles`` the forward gets more tiles than an H100 has SMs (2 x 16 heads x 8 m_blocks),
+so each CTA of the persistent forward runs several tiles.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from tests.helpers import MODES, random_bounds
 
 def main() -> None:
     B, Sq, Sk, H, Hkv, D = 1, 200, 300, 2, 1, 128
+    if "--many-tiles" in sys.argv:
+        B, Sq, Sk, H, Hkv = 2, 1000, 900, 16, 4
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(B, Sq, H, D, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)

@@ -204,3 +204,51 @@ def test_fwd_writes_every_element():
         out, lse = attention_fwd_sm90(q, k, v, None, False)
         assert torch.isfinite(out).all() and torch.isfinite(lse).all()
     _check(q, k, v, None, False, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("causal,n", [(True, 0), *MODES])
+def test_fwd_persistent_matches_one_cta_per_tile(causal, n):
+    """The persistent kernel (default for D <= 128) gives bitwise the same out / lse as one CTA
+    per tile, on a grid with several tiles per SM, empty tiles included, over repeated calls
+    (the tile counter is fresh for every launch)."""
+    from fm4.cute_kernels.fwd_launch import (
+        _compile_fwd,
+        attention_fwd_sm90,
+        persistent_args,
+        tile_shape,
+    )
+    from fm4.masks.tiles import build_tile_lists
+
+    gen = torch.Generator().manual_seed(11 + n)
+    B, H, S, D = 3, 6, 1500, 128  # 12 m_blocks x 18 (b, h): 216 tiles
+    q, k, v = _inputs(B, S, S, H, 3, D, torch.bfloat16)
+    sri = random_bounds(B, 2, S, S, n, gen, causal) if n else None
+    if sri is not None:
+        # Batch 1 of n = 1 and n = 4: every row masked in every column, so every tile is empty.
+        if n == 1:
+            sri[1] = 0
+        if n == 4:
+            sri[1, ..., 0], sri[1, ..., 1] = 0, S
+        sri = sri.cuda()
+    single = _compile_fwd("BFloat16", D, causal, n, arch=None, persistent=False)
+    mask_args: list = [None] * 5
+    if sri is not None:
+        tl = build_tile_lists(sri, causal, S, S, *tile_shape(D), backward=False)
+        mask_args = [
+            sri.contiguous(),
+            tl.fwd_partial_cnt,
+            tl.fwd_partial_idx,
+            tl.fwd_full_cnt,
+            tl.fwd_full_idx,
+        ]
+    out1 = torch.full_like(q, math.nan)
+    lse1 = torch.full((B, H, S), math.nan, device="cuda")
+    scale = 1.0 / math.sqrt(D)
+    single(q, k, v, out1, lse1, scale, *mask_args, *persistent_args(D, q.device, False))
+    for _ in range(3):
+        out, lse = attention_fwd_sm90(q, k, v, sri, causal)
+        assert torch.equal(out, out1)
+        assert torch.equal(lse, lse1)
+    _check(q, k, v, sri, causal, out, lse)

@@ -11,6 +11,7 @@ never recompiles.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -137,12 +138,38 @@ def _compile_fwd(
         lse,
         cutlass.Float32(1.0),
         *mask_args,
+        cutlass.Int32(1),  # max_ctas: a run-time value
+        _fake(cutlass.Int32, (1,), 1) if kernel.persistent else None,  # tile counter
         fake_env_stream(),
         options=compile_options(arch),
     )
 
 
 _compiled: dict[tuple[str, int, bool, int], Any] = {}
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def persistent_args(
+    head_dim: int, device: torch.device, persistent: bool | None = None
+) -> tuple[int, torch.Tensor | None]:
+    """The kernel's last two arguments: the grid size of a persistent kernel (the SM count)
+    and its tile counter (zeroed: make new ones for every launch), or (0, None) for one CTA
+    per tile.
+    ``persistent`` None: the kernel's default for this head dim."""
+    from fm4.cute_kernels.fwd_sm90 import persistent_default
+
+    if not (persistent_default(head_dim) if persistent is None else persistent):
+        return 0, None
+    return sm_count(device), torch.zeros(1, dtype=torch.int32, device=device)
+
+
+def sm_count(device: torch.device) -> int:
+    """Number of SMs of a CUDA device: the persistent kernel's grid size (``max_ctas``)."""
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def attention_fwd_sm90(
@@ -200,5 +227,6 @@ def attention_fwd_sm90(
 
     key = (TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
     compiled = get_or_compile(_compiled, key, lambda: _compile_fwd(*key), name="fwd_sm90")
-    launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args)
+    extra = persistent_args(D, q.device)
+    launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args, *extra)
     return out, lse

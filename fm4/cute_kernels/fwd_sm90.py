@@ -7,7 +7,7 @@ Supported:
     {1, 2, 4}, hm in {1, h_kv, h}, visited through per-m_block tile lists (partial / full);
     rows that see no key: out = 0, lse = -inf.
 Not supported (yet): other head dims, head_dim_v != head_dim, varlen / paged KV, dropout, softcap,
-    score modifiers, split-KV, a persistent tile scheduler, fp8.
+    score modifiers, split-KV, fp8.
 
 Structure (FA3 design):
     warpgroup 0, warp 0      producer: TMA loads of Q once, then K and V per n_block through a
@@ -18,13 +18,32 @@ Structure (FA3 design):
                              with exp2, O += P V (wgmma, P from registers). The next block's
                              Q K^T is issued before the current P V (intra-warpgroup overlap),
                              and the two warpgroups take turns issuing GEMMs (named barriers).
-    epilogue                 O / row_sum -> smem (stmatrix, aliasing sQ) -> TMA store; lse
-                             stored directly from registers.
+    epilogue                 O / row_sum -> smem (stmatrix; its own buffer when persistent,
+                             else aliasing sQ) -> TMA store; lse stored directly from registers.
 
 The n_blocks of one m_block are visited as one sequence ``i = 0 .. n_total - 1``: first the
 ``n_partial`` blocks that need element-wise masking, then the unmasked ones, each list from the
 highest n_block down. With tile lists these come from ``fwd_partial_*`` / ``fwd_full_*``; with
 no bounds they are the causal / end-of-keys blocks and the rest of ``[0, n_block_max)``.
+
+Note [Persistent tiles]
+    Tiles are numbered with the m_block fastest (from the last m_block down: longest rows
+    first under causal masks), then the query head, then the batch, so CTAs running at the
+    same time share K / V in L2. Persistent (head dim <= 128): the grid is min(tiles, SMs);
+    CTA c runs tile c first, then the tiles its producer warp claims one at a time from a
+    global counter (``tile_scheduler.py``), so a CTA that drew short rows takes more tiles.
+    The producer hands each index to the consumers through a two-slot smem queue; their
+    pipeline states carry over from tile to tile. The consumers release Q once the tile's last
+    Q K^T is complete, so the producer loads the next tile's Q, and its first K / V as stages
+    free up, during the last P V and the epilogue. O is staged in its own smem buffer; before
+    writing it, the storing warp waits until the last tile's TMA store has read it.
+    Otherwise (D = 256: no smem for a separate O) there is one CTA per tile, on a
+    (m_block, head, batch) grid, and O aliases sQ.
+    Measured (H100, 8K, NOTES.md, session 3): against one CTA per tile, sliding_window -25%,
+    share_question -12%, causal_document -7%, document -2%; causal +4% (the main loop's
+    schedule, not the scheduler: the one-CTA-per-tile build of the same code is as slow). A
+    static stride (``claim="static"``) was 24% slower on causal (unbalanced), so the counter
+    stays.
 """
 
 import cuda.bindings.driver as cuda
@@ -51,6 +70,13 @@ from fm4.cute_kernels.softmax import (
     acc_to_frg_a,
     acc_to_mn,
     convert_to_16bit,
+)
+from fm4.cute_kernels.tile_scheduler import (
+    TILE_QUEUE_STAGES,
+    claim_tile,
+    pop_tile,
+    push_tile,
+    tile_queue,
 )
 
 # ============================================================================================
@@ -98,6 +124,26 @@ def mask_impl_default(causal: bool, n_bounds: int) -> str:
 # Where a partial block's bits are made (FlashMaskFwdSm90's docstring): "split" / "late" were
 # not faster than "early" (document +1 to +10%).
 MASK_AT = "early"
+
+
+# Persistent kernel (Note [Persistent tiles]): one CTA per SM takes tiles from a global counter;
+# the next tile's Q / K / V loads overlap this tile's last P V and epilogue. Needs O
+# staged in its own smem buffer (Q's buffer is refilled early), which fits up to D = 128
+# (D = 128: 32 KB more, 192 KB in all); D = 256 stays one CTA per tile with O aliasing sQ.
+def persistent_default(head_dim: int) -> bool:
+    return head_dim <= PERSISTENT_MAX_HEAD_DIM
+
+
+PERSISTENT_MAX_HEAD_DIM = 128
+# When the producer claims its next tile (FlashMaskFwdSm90's docstring). H100, 8K, two runs:
+# "late" -2% / +1% on causal, -3% / -6% on random_eviction, +7% / +9% on sliding_window,
+# +4% / +8% on share_question against "early"; "static" +24% on causal.
+CLAIM = "early"
+# Tile order of the persistent kernel (FlashMaskFwdSm90's docstring); L2 share for the K / V of
+# one "lpt" group of heads. "lpt" vs "m", H100, 8K, one run: causal -1.4%, random_eviction
+# -3%, sliding_window +12%, share_question +6%, causal_document +3.5%.
+ORDER = "m"
+L2_KV_BUDGET_BYTES = 24 * 1024 * 1024
 # ============================================================================================
 
 THREADS_PER_WG = 128
@@ -146,8 +192,43 @@ def _gemm(
         warpgroup.wait_group(wg_wait)
 
 
+def _shared_storage(dtype, stages: int, sQ_layout, sK_layout, sV_layout, persistent: bool):
+    """The kernel's smem: mbarriers, then Q, K, V (and, persistent, O and the tile queue)."""
+
+    def buf(layout):
+        return cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(layout)], SMEM_ALIGN_BYTES]
+
+    if persistent:
+
+        @cute.struct
+        class SharedStorageWithO:
+            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            sQ: buf(sQ_layout)
+            sK: buf(sK_layout)
+            sV: buf(sV_layout)
+            sO: buf(sQ_layout)
+            mbar_tile: cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
+            sTile: cute.struct.MemRange[cutlass.Int32, TILE_QUEUE_STAGES]
+
+        return SharedStorageWithO
+
+    @cute.struct
+    class SharedStorage:
+        mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+        mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+        mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+        sQ: buf(sQ_layout)
+        sK: buf(sK_layout)
+        sV: buf(sV_layout)
+
+    return SharedStorage
+
+
 class FlashMaskFwdSm90:
-    """Hopper forward kernel; one CTA per (m_block, query head, batch).
+    """Hopper forward kernel; a CTA per SM looping over (m_block, query head, batch) tiles, or
+    one CTA per tile (Note [Persistent tiles]).
 
     Compile-time configuration only; every size that depends on the data (batch, sequence
     lengths, head counts) is read from the tensors at run time.
@@ -167,6 +248,9 @@ class FlashMaskFwdSm90:
         mask_impl: str | None = None,
         mask_at: str | None = None,
         mask_guard: bool = False,
+        persistent: bool | None = None,
+        claim: str | None = None,
+        order: str | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -178,6 +262,12 @@ class FlashMaskFwdSm90:
         issued), "late" (after they are issued, while Q K^T runs; v2 only) or "split" (bounds
         loaded early, bits made late; v2 only). mask_guard: with "late" / "split", make the bits
         inside a branch ptxas cannot remove, so that it cannot move them into the GEMM issue.
+        persistent: one CTA per SM looping over tiles (Note [Persistent tiles]; head dim <= 128)
+        instead of one CTA per tile. claim (persistent): when the producer claims the next tile,
+        "early" (as it starts a tile), "late" (after the tile's loads are issued) or "static"
+        (no counter: tile + grid size). order (persistent): tile order, "m" (m_block fastest,
+        from the last one down, then head, then batch) or "lpt" (groups of heads whose K / V fit
+        in L2; the last m_blocks of all of them first).
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -213,6 +303,18 @@ class FlashMaskFwdSm90:
         self.rescale_o_before_pv = (
             RESCALE_O_BEFORE_PV if rescale_o_before_pv is None else rescale_o_before_pv
         )
+        self.persistent = persistent_default(head_dim) if persistent is None else persistent
+        if self.persistent and head_dim > PERSISTENT_MAX_HEAD_DIM:
+            raise ValueError(
+                f"persistent=True needs head_dim <= {PERSISTENT_MAX_HEAD_DIM} (a separate O "
+                f"buffer in smem), got {head_dim}"
+            )
+        self.claim = CLAIM if claim is None else claim
+        if self.claim not in ("early", "late", "static"):
+            raise ValueError(f"claim must be 'early', 'late' or 'static', got {claim!r}")
+        self.order = ORDER if order is None else order
+        if self.order not in ("m", "lpt"):
+            raise ValueError(f"order must be 'm' or 'lpt', got {order!r}")
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -234,6 +336,8 @@ class FlashMaskFwdSm90:
         mPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
         mFullCnt: cute.Tensor | None,  # (b, hm, m_blocks) int32
         mFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
+        max_ctas: Int32,  # persistent: the grid size (SM count); ignored otherwise
+        mTileCounter: cute.Tensor | None,  # persistent: (1,) int32, zeroed; None otherwise
         stream: cuda.CUstream,
     ):
         # (b, s, h, d) -> (s, d, h, b): TMA tiles over (s, d).
@@ -262,26 +366,11 @@ class FlashMaskFwdSm90:
         sQ_layout = _smem_layout(self.dtype, self.tile_m, self.head_dim)
         sK_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
         sV_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
-        sO_layout = sQ_layout  # O is staged in sQ's buffer
+        sO_layout = sQ_layout  # O is staged in sQ's buffer, or its own when persistent
 
-        stages = self.num_stages
-
-        @cute.struct
-        class SharedStorage:
-            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
-            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            sQ: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sQ_layout)], SMEM_ALIGN_BYTES
-            ]
-            sK: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], SMEM_ALIGN_BYTES
-            ]
-            sV: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], SMEM_ALIGN_BYTES
-            ]
-
-        self.shared_storage = SharedStorage
+        self.shared_storage = _shared_storage(
+            self.dtype, self.num_stages, sQ_layout, sK_layout, sV_layout, self.persistent
+        )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
         store_op = cpasync.CopyBulkTensorTileS2GOp()
@@ -300,11 +389,19 @@ class FlashMaskFwdSm90:
         self.bytes_q = cute.size_in_bytes(self.dtype, sQ_layout)
         self.bytes_kv = cute.size_in_bytes(self.dtype, cute.select(sK_layout, mode=[0, 1]))
 
-        grid = (
-            cute.ceil_div(cute.size(mQ.shape[0]), self.tile_m),
-            cute.size(mQ.shape[2]),
-            cute.size(mQ.shape[3]),
+        # Tiles in the order (m_block fastest, then head, then batch): Note [Persistent tiles].
+        num_tiles = (
+            cute.ceil_div(cute.size(mQ.shape[0]), self.tile_m)
+            * cute.size(mQ.shape[2])
+            * cute.size(mQ.shape[3])
         )
+        grid = [cutlass.min(num_tiles, max_ctas), 1, 1]
+        if const_expr(not self.persistent):
+            grid = [
+                cute.ceil_div(cute.size(mQ.shape[0]), self.tile_m),
+                cute.size(mQ.shape[2]),
+                cute.size(mQ.shape[3]),
+            ]
         scale_log2 = softmax_scale * LOG2_E
         self.kernel(
             tma_Q,
@@ -317,6 +414,7 @@ class FlashMaskFwdSm90:
             mPartialIdx,
             mFullCnt,
             mFullIdx,
+            mTileCounter,
             tma_atom_Q,
             tma_atom_K,
             tma_atom_V,
@@ -350,6 +448,7 @@ class FlashMaskFwdSm90:
         mPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks)
         mFullCnt: cute.Tensor | None,  # (b, hm, m_blocks)
         mFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks)
+        mTileCounter: cute.Tensor | None,  # (1,) tiles claimed beyond the first grid_x
         tma_atom_Q: cute.CopyAtom,
         tma_atom_K: cute.CopyAtom,
         tma_atom_V: cute.CopyAtom,
@@ -373,52 +472,31 @@ class FlashMaskFwdSm90:
         pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), 1, self.bytes_q, n_mma)
         pipeline_k = tma_pipeline(storage.mbar_k.data_ptr(), self.num_stages, self.bytes_kv, n_mma)
         pipeline_v = tma_pipeline(storage.mbar_v.data_ptr(), self.num_stages, self.bytes_kv, n_mma)
+        queue = None
+        if const_expr(self.persistent):
+            queue = (
+                tile_queue(storage.mbar_tile.data_ptr(), n_mma),
+                storage.sTile.get_tensor(cute.make_layout(TILE_QUEUE_STAGES)),
+                mTileCounter,
+            )
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
         sQ = storage.sQ.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
         sK = storage.sK.get_tensor(sK_layout.outer, swizzle=sK_layout.inner)
         sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
-        sO = storage.sQ.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
+        o_storage = storage.sO if const_expr(self.persistent) else storage.sQ
+        sO = o_storage.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
 
-        # ---- which tile, and which n_blocks --------------------------------------------------
-        bidx, head, batch = cute.arch.block_idx()
+        # Tiles: this CTA's own one (grid = all tiles), or its first one and then whatever the
+        # tile queue hands out (persistent).
+        bidx, _, _ = cute.arch.block_idx()
+        grid_x, _, _ = cute.arch.grid_dim()
         seqlen_q = mQ.shape[0]
         seqlen_k = mK.shape[0]
-        num_m_blocks = cute.ceil_div(seqlen_q, self.tile_m)
-        m_block = num_m_blocks - 1 - bidx  # longest rows first under causal masks
-        head_kv = head // (mQ.shape[2] // mK.shape[2])
-
-        n_total = Int32(0)
-        n_partial = Int32(0)
-        n_block_max = Int32(0)
-        mPIdx = None
-        mFIdx = None
-        mBoundsCur = None
-        if const_expr(self.has_lists):
-            head_m = head // (mQ.shape[2] // mPartialCnt.shape[1])
-            n_partial = mPartialCnt[batch, head_m, m_block]
-            n_total = n_partial + mFullCnt[batch, head_m, m_block]
-            mPIdx = mPartialIdx[batch, head_m, m_block, None]
-            mFIdx = mFullIdx[batch, head_m, m_block, None]
-            head_b = head // (mQ.shape[2] // mBounds.shape[1])
-            mBoundsCur = mBounds[batch, head_b, None, None]
-        else:
-            n_block_max = cute.ceil_div(seqlen_k, self.tile_n)
-            n_partial = Int32(1)
-            if const_expr(self.causal):
-                # Columns visible to the last row of the tile: j <= (m_block+1)*tile_m - 1 + off.
-                last = (m_block + 1) * self.tile_m + seqlen_k - seqlen_q
-                n_block_max = cutlass.min(
-                    n_block_max, (cutlass.max(last, 0) + self.tile_n - 1) // self.tile_n
-                )
-                # n_blocks below this one are visible to every row of the tile.
-                first = m_block * self.tile_m + seqlen_k - seqlen_q + 1
-                n_no_mask = cutlass.max(first, 0) // self.tile_n
-                n_partial = cutlass.max(n_block_max - n_no_mask, 1)
-            n_total = cutlass.max(n_block_max, 0)
-            n_partial = cutlass.min(n_partial, n_total)
-        blocks = (n_total, n_partial, n_block_max, mPIdx, mFIdx)
+        num_tiles = cute.ceil_div(seqlen_q, self.tile_m) * mQ.shape[2] * mQ.shape[3]
+        tiles = (bidx, num_tiles, grid_x, queue)
+        lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
 
         if warp_idx < 4:
             cute.arch.setmaxregister_decrease(REGS_PRODUCER)
@@ -436,11 +514,8 @@ class FlashMaskFwdSm90:
                     pipeline_q,
                     pipeline_k,
                     pipeline_v,
-                    m_block,
-                    head,
-                    head_kv,
-                    batch,
-                    blocks,
+                    tiles,
+                    lists,
                 )
         else:
             cute.arch.setmaxregister_increase(REGS_CONSUMER)
@@ -450,7 +525,6 @@ class FlashMaskFwdSm90:
                 tiled_mma_pv,
                 mO,
                 mLSE,
-                mBoundsCur,
                 sQ,
                 sK,
                 sV,
@@ -461,13 +535,86 @@ class FlashMaskFwdSm90:
                 pipeline_v,
                 tidx - THREADS_PER_WG,
                 scale_log2,
-                m_block,
-                head,
-                batch,
-                seqlen_q,
-                seqlen_k,
-                blocks,
+                tiles,
+                (seqlen_q, seqlen_k, mQ.shape[2], mQ.shape[3]),
+                lists,
             )
+
+    @cute.jit
+    def tile_coords(self, tile: Int32, sizes: tuple) -> tuple:
+        """(m_block, head, batch) of a tile index (Note [Persistent tiles]). One CTA per tile:
+        the CTA's own tile, from its (m_block, head, batch) grid coordinates."""
+        seqlen_q, seqlen_k, num_heads, num_batch = sizes
+        num_m_blocks = cute.ceil_div(seqlen_q, self.tile_m)
+        m_block, head_batch = Int32(0), Int32(0)
+        if const_expr(not self.persistent):
+            bidx, head, batch = cute.arch.block_idx()
+            m_block = num_m_blocks - 1 - bidx
+            head_batch = head + batch * num_heads
+        elif const_expr(self.order == "m"):
+            head_batch = tile // num_m_blocks
+            m_block = num_m_blocks - 1 - (tile - head_batch * num_m_blocks)
+        else:
+            # Groups of (batch, head) pairs whose K and V fit in L2 together; inside a group,
+            # the last m_blocks of every pair first.
+            kv_bytes = seqlen_k * (4 * self.head_dim)
+            group = cutlass.max(L2_KV_BUDGET_BYTES // cutlass.max(kv_bytes, 1), 1)
+            num_pairs = num_heads * num_batch
+            group_tiles = group * num_m_blocks
+            group_idx = tile // group_tiles
+            first_pair = group_idx * group
+            size = cutlass.min(group, num_pairs - first_pair)
+            r = tile - group_idx * group_tiles
+            m_rev = r // size
+            m_block = num_m_blocks - 1 - m_rev
+            head_batch = first_pair + (r - m_rev * size)
+        batch = head_batch // num_heads
+        return m_block, head_batch - batch * num_heads, batch
+
+    @cute.jit
+    def tile_blocks(
+        self,
+        m_block: Int32,
+        head: Int32,
+        batch: Int32,
+        num_heads: Int32,
+        seqlen_q: Int32,
+        seqlen_k: Int32,
+        lists: tuple,
+    ) -> tuple:
+        """The n_blocks of one m_block: (n_total, n_partial, n_block_max, partial list, full
+        list) for :meth:`n_block_at`, and the (s_k, n) bounds of its (batch, mask head)."""
+        mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx = lists
+        n_total = Int32(0)
+        n_partial = Int32(0)
+        n_block_max = Int32(0)
+        mPIdx = None
+        mFIdx = None
+        mBoundsCur = None
+        if const_expr(self.has_lists):
+            head_m = head // (num_heads // mPartialCnt.shape[1])
+            n_partial = mPartialCnt[batch, head_m, m_block]
+            n_total = n_partial + mFullCnt[batch, head_m, m_block]
+            mPIdx = mPartialIdx[batch, head_m, m_block, None]
+            mFIdx = mFullIdx[batch, head_m, m_block, None]
+            head_b = head // (num_heads // mBounds.shape[1])
+            mBoundsCur = mBounds[batch, head_b, None, None]
+        else:
+            n_block_max = cute.ceil_div(seqlen_k, self.tile_n)
+            n_partial = Int32(1)
+            if const_expr(self.causal):
+                # Columns visible to the last row of the tile: j <= (m_block+1)*tile_m - 1 + off.
+                last = (m_block + 1) * self.tile_m + seqlen_k - seqlen_q
+                n_block_max = cutlass.min(
+                    n_block_max, (cutlass.max(last, 0) + self.tile_n - 1) // self.tile_n
+                )
+                # n_blocks below this one are visible to every row of the tile.
+                first = m_block * self.tile_m + seqlen_k - seqlen_q + 1
+                n_no_mask = cutlass.max(first, 0) // self.tile_n
+                n_partial = cutlass.max(n_block_max - n_no_mask, 1)
+            n_total = cutlass.max(n_block_max, 0)
+            n_partial = cutlass.min(n_partial, n_total)
+        return (n_total, n_partial, n_block_max, mPIdx, mFIdx), mBoundsCur
 
     @cute.jit
     def n_block_at(self, i: Int32, blocks: tuple) -> Int32:
@@ -501,13 +648,52 @@ class FlashMaskFwdSm90:
         pipeline_q: pipeline.PipelineAsync,
         pipeline_k: pipeline.PipelineAsync,
         pipeline_v: pipeline.PipelineAsync,
-        m_block: Int32,
-        head: Int32,
-        head_kv: Int32,
-        batch: Int32,
-        blocks: tuple,
+        tiles: tuple,  # (first tile, number of tiles, grid size, tile queue or None)
+        lists: tuple,  # bounds and tile lists (None without bounds)
     ):
+        tile, num_tiles, grid_x, queue = tiles
+        kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
+        env = (mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V)
+        pipes = (pipeline_q, pipeline_k, pipeline_v)
+        if const_expr(self.persistent):
+            tile_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Producer, TILE_QUEUE_STAGES
+            )
+            while tile < num_tiles:
+                push_tile(queue[0], tile_state, queue[1], tile)
+                tile_state.advance()
+                next_tile = tile + grid_x
+                if const_expr(self.claim == "early"):
+                    # Claimed now, used after this tile's loads: the atomic's latency is hidden.
+                    next_tile = claim_tile(queue[2], grid_x)
+                q_state, kv_state = self.load_tile(tile, q_state, kv_state, env, pipes, lists)
+                if const_expr(self.claim == "late"):
+                    next_tile = claim_tile(queue[2], grid_x)
+                tile = next_tile
+            push_tile(queue[0], tile_state, queue[1], tile)  # past the end: the consumers stop
+        else:
+            self.load_tile(tile, q_state, kv_state, env, pipes, lists)
+
+    @cute.jit
+    def load_tile(
+        self,
+        tile: Int32,
+        q_state: pipeline.PipelineState,
+        kv_state: pipeline.PipelineState,
+        env: tuple,  # (mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V)
+        pipes: tuple,  # (pipeline_q, pipeline_k, pipeline_v)
+        lists: tuple,
+    ) -> tuple:
+        """Producer: the TMA loads of one tile (Q, then K and V of each n_block)."""
+        mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V = env
+        pipeline_q, pipeline_k, pipeline_v = pipes
+        seqlen_q, seqlen_k, num_heads = mQ.shape[0], mK.shape[0], mQ.shape[2]
+        cta_layout = cute.make_layout(1)
+        m_block, head, batch = self.tile_coords(tile, (seqlen_q, seqlen_k, num_heads, mQ.shape[3]))
+        blocks, _ = self.tile_blocks(m_block, head, batch, num_heads, seqlen_q, seqlen_k, lists)
         n_total = blocks[0]
+        head_kv = head // (num_heads // mK.shape[2])
         gQ = cute.local_tile(
             mQ[None, None, head, batch], (self.tile_m, self.head_dim), (m_block, 0)
         )
@@ -517,7 +703,6 @@ class FlashMaskFwdSm90:
         gV = cute.local_tile(
             mV[None, None, head_kv, batch], (self.tile_n, self.head_dim), (None, 0)
         )
-        cta_layout = cute.make_layout(1)
         tQsQ, tQgQ = cpasync.tma_partition(
             tma_atom_Q, 0, cta_layout, cute.group_modes(sQ, 0, 2), cute.group_modes(gQ, 0, 2)
         )
@@ -529,13 +714,11 @@ class FlashMaskFwdSm90:
         )
         # A tile with no visible key loads nothing (its consumers write zeros and -inf).
         if n_total > 0:
-            kv_state = pipeline.make_pipeline_state(
-                pipeline.PipelineUserType.Producer, self.num_stages
-            )
-            q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
             n_block = self.n_block_at(Int32(0), blocks)
             tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
+            # Persistent: waits until the consumers are done with the last tile's Q.
             tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=False)
+            q_state.advance()
             # K of block i goes out before V of block i - 1: the consumers' next Q K^T is
             # issued before the current P V (intra-warpgroup overlap).
             for i in cutlass.range(1, n_total, unroll=1):
@@ -546,6 +729,8 @@ class FlashMaskFwdSm90:
                 tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
                 tma_load(pipeline_v, state_prev, tma_atom_V, tVgV, tVsV, n_block_prev)
             tma_load(pipeline_v, kv_state, tma_atom_V, tVgV, tVsV, n_block)
+            kv_state.advance()
+        return q_state, kv_state
 
     # ----------------------------------------------------------------------------------------
     # Consumer warpgroups
@@ -557,25 +742,21 @@ class FlashMaskFwdSm90:
         tiled_mma_pv: cute.TiledMma,
         mO: cute.Tensor,  # TMA view (s_q, d, h, b)
         mLSE: cute.Tensor,  # (b, h, s_q)
-        mBoundsCur: cute.Tensor | None,  # (s_k, n) bounds of this (batch, mask head)
         sQ: cute.Tensor,  # (tile_m, d)
         sK: cute.Tensor,  # (tile_n, d, stages)
         sV: cute.Tensor,  # (tile_n, d, stages)
-        sO: cute.Tensor,  # (tile_m, d), aliases sQ
+        sO: cute.Tensor,  # (tile_m, d), aliases sQ unless persistent
         tma_atom_O: cute.CopyAtom,
         pipeline_q: pipeline.PipelineAsync,
         pipeline_k: pipeline.PipelineAsync,
         pipeline_v: pipeline.PipelineAsync,
         tidx: Int32,  # 0 .. num_mma_threads - 1
         scale_log2: Float32,
-        m_block: Int32,
-        head: Int32,
-        batch: Int32,
-        seqlen_q: Int32,
-        seqlen_k: Int32,
-        blocks: tuple,
+        tiles: tuple,  # (first tile, number of tiles, grid size, tile queue or None)
+        sizes: tuple,  # (seqlen_q, seqlen_k, num_heads, batch)
+        lists: tuple,  # bounds and tile lists (None without bounds)
     ):
-        n_total, n_partial = blocks[0], blocks[1]
+        tile, num_tiles, queue = tiles[0], tiles[1], tiles[3]
         wg_idx = cute.arch.make_warp_uniform(tidx // THREADS_PER_WG)
         wg_mma_qk = tiled_mma_qk.get_slice(wg_idx * THREADS_PER_WG)
         wg_mma_pv = tiled_mma_pv.get_slice(wg_idx * THREADS_PER_WG)
@@ -599,19 +780,75 @@ class FlashMaskFwdSm90:
         self.col_offs = [tScS0_mn[0, c][1] for c in range(cute.size(tScS0_mn, mode=[1]))]
 
         softmax = OnlineSoftmax(scale_log2, cute.size(tScS_mn, mode=[0]))
-        softmax.reset()
-        acc_O.fill(0.0)
         # Factor still owed to O (used when O is rescaled just before the next P V).
         o_scale = cute.make_rmem_tensor(cute.size(tScS_mn, mode=[0]), Float32)
-        o_scale.fill(1.0)
 
-        # Ping-pong: the first warpgroup starts with its barrier already half-arrived.
+        # Ping-pong: the first warpgroup starts with its barrier already half-arrived. Both
+        # warpgroups pass the barriers equally often per tile, so this carries over tiles.
         if wg_idx == 0:
             cute.arch.barrier_arrive(
                 barrier_id=int(NamedBarrierFwd.WarpSchedulerWG1),
                 number_of_threads=2 * THREADS_PER_WG,
             )
 
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
+        kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
+        env = (
+            tSrQ,
+            tSrK,
+            tOrVt,
+            tOrP,
+            acc_O,
+            acc_shape_S,
+            tScS_mn,
+            softmax,
+            wg_idx,
+            tiled_mma_qk,
+            tiled_mma_pv,
+            pipeline_k,
+            pipeline_v,
+            o_scale,
+        )
+        out = (mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx)
+        if const_expr(self.persistent):
+            tile_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
+            )
+            tile = pop_tile(queue[0], tile_state, queue[1])
+            tile_state.advance()
+            while tile < num_tiles:
+                q_state, kv_state = self.mma_epilogue_tile(
+                    tile, q_state, kv_state, pipeline_q, env, out, sizes, lists
+                )
+                tile = pop_tile(queue[0], tile_state, queue[1])
+                tile_state.advance()
+            # The last O store must have read sO before the CTA exits.
+            if tidx < cute.arch.WARP_SIZE:
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+        else:
+            self.mma_epilogue_tile(tile, q_state, kv_state, pipeline_q, env, out, sizes, lists)
+
+    @cute.jit
+    def mma_epilogue_tile(
+        self,
+        tile: Int32,
+        q_state: pipeline.PipelineState,
+        kv_state: pipeline.PipelineState,
+        pipeline_q: pipeline.PipelineAsync,
+        env: tuple,  # fragments, accumulators, MMAs, pipelines (see :meth:`mma`)
+        out: tuple,  # (mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx)
+        sizes: tuple,  # (seqlen_q, seqlen_k, num_heads, batch)
+        lists: tuple,
+    ) -> tuple:
+        """Consumers: one tile, from its first Q K^T to the TMA store of O and lse."""
+        tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, tScS_mn, softmax = env[:8]
+        wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = env[8:]
+        mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx = out
+        seqlen_q, seqlen_k, num_heads, _ = sizes
+        m_block, head, batch = self.tile_coords(tile, sizes)
+        blocks, mBoundsCur = self.tile_blocks(
+            m_block, head, batch, num_heads, seqlen_q, seqlen_k, lists
+        )
         ctx = (
             tSrQ,
             tSrK,
@@ -632,13 +869,44 @@ class FlashMaskFwdSm90:
             pipeline_v,
             o_scale,
         )
+        q_state, kv_state = self.mma_tile(q_state, kv_state, pipeline_q, blocks, ctx)
+        row_scale = softmax.finalize()
+        softmax.rescale_o(acc_O, row_scale)
+        self.epilogue(
+            acc_O,
+            softmax.row_sum,
+            mO,
+            mLSE,
+            sO,
+            tma_atom_O,
+            tiled_mma_pv,
+            thr_mma_pv,
+            tidx,
+            m_block,
+            head,
+            batch,
+            seqlen_q,
+        )
+        return q_state, kv_state
 
+    @cute.jit
+    def mma_tile(
+        self,
+        q_state: pipeline.PipelineState,
+        kv_state: pipeline.PipelineState,
+        pipeline_q: pipeline.PipelineAsync,
+        blocks: tuple,
+        ctx: tuple,
+    ) -> tuple:
+        """Every n_block of one tile: O (unnormalised) and the row statistics in registers."""
+        n_total, n_partial = blocks[0], blocks[1]
+        tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax = ctx[:8]
+        tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = ctx[13:]
+        softmax.reset()
+        acc_O.fill(0.0)
+        o_scale.fill(1.0)
         if n_total > 0:
-            q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
             pipeline_q.consumer_wait(q_state)
-            kv_state = pipeline.make_pipeline_state(
-                pipeline.PipelineUserType.Consumer, self.num_stages
-            )
             # First block: S only (its P V is issued together with the next block's S).
             n_block = self.n_block_at(Int32(0), blocks)
             bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
@@ -664,30 +932,19 @@ class FlashMaskFwdSm90:
                     kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
             for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
                 kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
+            if const_expr(self.persistent):
+                # Every Q K^T of this tile is complete: the producer may load the next Q (O has
+                # its own buffer; otherwise Q's buffer holds O until the CTA ends).
+                pipeline_q.consumer_release(q_state)
+            q_state.advance()
             # Last P V.
             if const_expr(self.rescale_o_before_pv):
                 softmax.rescale_o(acc_O, o_scale)
             pipeline_v.consumer_wait(kv_state)
             _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
             pipeline_v.consumer_release(kv_state)
-
-        row_scale = softmax.finalize()
-        softmax.rescale_o(acc_O, row_scale)
-        self.epilogue(
-            acc_O,
-            softmax.row_sum,
-            mO,
-            mLSE,
-            sO,
-            tma_atom_O,
-            tiled_mma_pv,
-            thr_mma_pv,
-            tidx,
-            m_block,
-            head,
-            batch,
-            seqlen_q,
-        )
+            kv_state.advance()
+        return q_state, kv_state
 
     @cute.jit
     def tile_mask_words(self, n_block: Int32, ctx: tuple) -> cute.Tensor | None:
@@ -849,7 +1106,12 @@ class FlashMaskFwdSm90:
     ):
         rO = cute.make_rmem_tensor(acc_O.shape, self.dtype)
         rO.store(acc_O.load().to(self.dtype))
-        # Every consumer must be done reading sQ (its last Q K^T) before O overwrites it.
+        if const_expr(self.persistent):  # noqa: SIM102 (trace-time + run-time condition)
+            # The last tile's O store must have read sO before it is overwritten.
+            if tidx < cute.arch.WARP_SIZE:
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+        # Every consumer must be done reading sQ (its last Q K^T) before O overwrites it
+        # (persistent: sO is free, see above).
         cute.arch.barrier(
             barrier_id=int(NamedBarrierFwd.Epilogue), number_of_threads=self.num_mma_threads
         )
@@ -886,4 +1148,5 @@ class FlashMaskFwdSm90:
             )
             cute.copy(tma_atom_O, tOsO, tOgO)
             cute.arch.cp_async_bulk_commit_group()
-            cute.arch.cp_async_bulk_wait_group(0, read=True)
+            if const_expr(not self.persistent):
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
