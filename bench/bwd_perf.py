@@ -21,6 +21,7 @@ VARIANTS: dict[str, dict] = {
     "pds2": {"pds_stages": 2},
     "early_dv": {"early_dv": True},
     "early_dv_pds2": {"early_dv": True, "pds_stages": 2},
+    "swapab": {"sdp_swapab": True},  # S^T / dP^T, RS dV / dK (Note [SdP swapAB] in bwd_sm90)
 }
 
 

@@ -4,11 +4,14 @@ CPU: every kernel compiles for sm_90a on fake tensors; the main kernel's PTX has
 setmaxnreg, fp32 reductions for dQ and no local memory; ptxas reports 0 bytes of spills.
 GPU (sm_90, ``@pytest.mark.gpu``): dq, dk, dv against ``fm4.reference.attention_bwd_ref`` (fp32),
 the kernel's error at most 2x a same-precision PyTorch computation's error plus a small atol.
+The ``sdp_swapab`` variant (Note [SdP swapAB] in ``bwd_sm90.py``) goes through the same checks
+in the tests named ``*swapab*`` (``-k swapab``).
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import math
 import re
 import shutil
@@ -23,6 +26,7 @@ from tests.helpers import MODES, compile_in_subprocess, needs_cutlass, needs_sm9
 # CPU: compile for sm_90a, inspect PTX
 # ---------------------------------------------------------------------------------------------
 _COMPILE_SCRIPT = """
+import json
 import sys
 from fm4.cute_kernels import bwd_launch as L
 what, dtype, d = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -31,7 +35,8 @@ if what == "pre":
 elif what == "post":
     L._compile_post(dtype, d)
 else:
-    L._compile_bwd(dtype, d, sys.argv[4] == "1", int(sys.argv[5]), sys.argv[6] == "1")
+    knobs = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
+    L._compile_bwd(dtype, d, sys.argv[4] == "1", int(sys.argv[5]), sys.argv[6] == "1", **knobs)
 """
 
 
@@ -91,6 +96,44 @@ def test_bwd_main_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds
     if rep is not None:
         # n = 4: the dQ warp (24 registers in the producer warpgroup, walking the lists) spills
         # one 8-byte value, checked by compiling without it; the consumers spill nothing.
+        allowed = 8 if n_bounds == 4 else 0
+        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", rep)
+        assert spills is not None, rep[-2000:]
+        assert max(int(spills[1]), int(spills[2])) <= allowed, rep[-2000:]
+
+
+# sdp_swapab (with the other knobs at their defaults unless given)
+SWAPAB_CONFIGS = [
+    ("BFloat16", 128, True, 0, False, {}),
+    ("BFloat16", 128, False, 2, False, {}),
+    ("Float16", 64, False, 4, False, {}),
+    ("BFloat16", 128, True, 1, True, {}),
+    ("BFloat16", 64, True, 2, False, {"pds_stages": 1, "early_dv": False}),
+]
+
+
+@needs_cutlass
+@pytest.mark.parametrize("dtype,head_dim,causal,n_bounds,deterministic,knobs", SWAPAB_CONFIGS)
+def test_bwd_main_swapab_compiles_for_sm90a(
+    tmp_path, dtype, head_dim, causal, n_bounds, deterministic, knobs
+):
+    """S^T / dP^T (Note [SdP swapAB]): dV and dK are register-A wgmmas, dS is written to smem
+    transposed, lse / Delta arrive by bulk copy; no local memory, no spills."""
+    flags = ["1" if causal else "0", str(n_bounds), "1" if deterministic else "0"]
+    knobs = {"sdp_swapab": True, **knobs}
+    args = ["main", dtype, str(head_dim), *flags, json.dumps(knobs)]
+    ptx_file, ptx = _compile_and_read_ptx(tmp_path, args)
+    wgmma = re.findall(r"wgmma\.mma_async\S*\s+\{[^}]*\},\s*(\S)", ptx)
+    assert wgmma and "{" in wgmma and "%" in wgmma  # A from registers and from smem descriptors
+    assert "stmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in ptx  # dS^T -> sdS as (q, k)
+    assert "cp.async.bulk.shared::cta.global.mbarrier::complete_tx::bytes" in ptx  # lse, Delta
+    assert "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32" in ptx
+    if deterministic:
+        assert "ld.acquire.gpu" in ptx and "red.release.gpu" in ptx
+    assert "st.local" not in ptx and "ld.local" not in ptx
+    rep = _ptxas_report(tmp_path, ptx_file)
+    if rep is not None:
+        # Same allowance as the default kernel (its n = 4 dQ warp); measured 0 everywhere.
         allowed = 8 if n_bounds == 4 else 0
         spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", rep)
         assert spills is not None, rep[-2000:]
@@ -168,16 +211,18 @@ def _inputs(B, sq, sk, H, Hkv, D, dtype, gen_seed=0):
     return q, k, v, dout
 
 
-def _run_and_check(q, k, v, dout, sri, causal, *, dlse=None):
-    """Forward with the reference, backward with the kernel; compare with the fp32 reference
-    (``fm4.testing.check_attention_grads``: FA4's tolerance rule, zero gradients for rows that
-    see nothing, no NaN)."""
+def _run_and_check(q, k, v, dout, sri, causal, *, dlse=None, kernel_options=None):
+    """Forward with the reference, backward with the kernel (``kernel_options``: its knobs);
+    compare with the fp32 reference (``fm4.testing.check_attention_grads``: FA4's tolerance
+    rule, zero gradients for rows that see nothing, no NaN)."""
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
     from fm4.reference import attention_ref
     from fm4.testing import check_attention_grads
 
     out, lse = attention_ref(q, k, v, sri, causal)
-    grads = attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, dlse=dlse)
+    grads = attention_bwd_sm90(
+        dout, q, k, v, out, lse, sri, causal, dlse=dlse, kernel_options=kernel_options
+    )
     return check_attention_grads(dout, q, k, v, sri, causal, grads, dlse=dlse)
 
 
@@ -259,6 +304,10 @@ def test_bwd_gqa_mqa(hkv):
 @needs_sm90
 def test_bwd_fully_masked_rows_and_columns():
     """Rows [0, 300) and columns [500, 640) see nothing: their gradients are exactly 0."""
+    _check_fully_masked_rows_and_columns(None)
+
+
+def _check_fully_masked_rows_and_columns(kernel_options):
     sq = sk = 640
     q, k, v, dout = _inputs(1, sq, sk, 2, 2, 128, torch.bfloat16)
     sri = torch.zeros(1, 1, sk, 4, dtype=torch.int32)
@@ -269,9 +318,11 @@ def test_bwd_fully_masked_rows_and_columns():
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
     from fm4.reference import attention_ref
 
-    _run_and_check(q, k, v, dout, sri, False)
+    _run_and_check(q, k, v, dout, sri, False, kernel_options=kernel_options)
     out, lse = attention_ref(q, k, v, sri, False)
-    dq, dk, dv = attention_bwd_sm90(dout, q, k, v, out, lse, sri, False)
+    dq, dk, dv = attention_bwd_sm90(
+        dout, q, k, v, out, lse, sri, False, kernel_options=kernel_options
+    )
     assert (dq[:, :300] == 0).all()
     assert (dk[:, 500:] == 0).all() and (dv[:, 500:] == 0).all()
 
@@ -328,6 +379,10 @@ def test_bwd_prebuilt_tile_lists_and_no_recompile():
 def test_bwd_deterministic_bitwise(mode):
     """deterministic=True: dq, dk, dv bitwise identical over repeated runs (dQ additions
     ordered by semaphores, Note [Deterministic dQ]) and correct."""
+    _check_deterministic_bitwise(mode, None)
+
+
+def _check_deterministic_bitwise(mode, kernel_options):
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
     from fm4.reference import attention_ref
     from fm4.testing import check_attention_grads
@@ -341,12 +396,135 @@ def test_bwd_deterministic_bitwise(mode):
     elif mode == "bounds2_causal_gqa":
         sri = random_bounds(2, 1, sq, sk, 2, gen, True).cuda()
     out, lse = attention_ref(q, k, v, sri, causal)
-    first = attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, deterministic=True)
+    call = (dout, q, k, v, out, lse, sri, causal)
+    opts = {"deterministic": True, "kernel_options": kernel_options}
+    first = attention_bwd_sm90(*call, **opts)
     for _ in range(4):
-        again = attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, deterministic=True)
+        again = attention_bwd_sm90(*call, **opts)
         for a, b in zip(first, again, strict=True):
             assert torch.equal(a, b)
     check_attention_grads(dout, q, k, v, sri, causal, first)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the sdp_swapab variant (Note [SdP swapAB]) through the same checks
+# ---------------------------------------------------------------------------------------------
+SWAPAB = {"sdp_swapab": True}
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "head_dim,dtype", [(128, torch.bfloat16), (128, torch.float16), (64, torch.bfloat16)]
+)
+def test_bwd_swapab_dense(sq, sk, causal, head_dim, dtype):
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, head_dim, dtype)
+    _run_and_check(q, k, v, dout, None, causal, kernel_options=SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal,n", MODES)
+@pytest.mark.parametrize("hm", [1, 4])
+def test_bwd_swapab_bounds(sq, sk, causal, n, hm):
+    """Random bounds (fuzz) with the transposed mask bits, Hm in {1, H}, GQA 4:2."""
+    gen = torch.Generator().manual_seed(sq * 7 + sk + n + hm)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal, kernel_options=SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SMOKE_SHAPES)
+@pytest.mark.parametrize("causal,n", MODES)
+def test_bwd_swapab_bounds_d64_fp16(sq, sk, causal, n):
+    gen = torch.Generator().manual_seed(200 + sq + n)
+    q, k, v, dout = _inputs(1, sq, sk, 4, 4, 64, torch.float16, gen_seed=n)
+    sri = random_bounds(1, 4, sq, sk, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal, kernel_options=SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize(
+    "knobs", [{"pds_stages": 1}, {"early_dv": False}, {"pds_stages": 1, "early_dv": False}]
+)
+@pytest.mark.parametrize("sq,sk,causal,n", [(1023, 1024, True, 2), (113, 203, False, 4)])
+def test_bwd_swapab_knobs(knobs, sq, sk, causal, n):
+    """One dS buffer (a barrier before the write) and dV after the dS barrier."""
+    gen = torch.Generator().manual_seed(sq + n)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16)
+    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal, kernel_options={**SWAPAB, **knobs})
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("name", _mask_names())
+def test_bwd_swapab_registry_masks(name):
+    from fm4.masks import make_mask
+
+    S, B, H, Hkv = 1024, 2, 4, 2
+    mask = make_mask(name, S, batch=B, num_heads=H, device="cuda", seed=3)
+    q, k, v, dout = _inputs(B, S, S, H, Hkv, 128, torch.bfloat16)
+    _run_and_check(q, k, v, dout, mask.startend_row_indices, mask.causal, kernel_options=SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("hkv", [1, 2, 4])
+def test_bwd_swapab_gqa_mqa(hkv):
+    """lse / Delta slots and the key-row bounds follow each query head of the group."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v, dout = _inputs(2, 333, 517, 4, hkv, 128, torch.bfloat16)
+    sri = random_bounds(2, 4, 333, 517, 2, gen, False).cuda()
+    _run_and_check(q, k, v, dout, sri, False, kernel_options=SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+def test_bwd_swapab_fully_masked_rows_and_columns():
+    _check_fully_masked_rows_and_columns(SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+def test_bwd_swapab_causal_sq_longer_than_sk():
+    q, k, v, dout = _inputs(1, 700, 300, 2, 1, 128, torch.bfloat16)
+    _run_and_check(q, k, v, dout, None, True, kernel_options=SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("n_mode", [0, 2])
+def test_bwd_swapab_with_dlse(n_mode):
+    gen = torch.Generator().manual_seed(9)
+    sq, sk = 257, 390
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16)
+    sri = random_bounds(2, 2, sq, sk, 2, gen, False).cuda() if n_mode else None
+    dlse = torch.randn(2, 4, sq, device="cuda", dtype=torch.float32)
+    _run_and_check(q, k, v, dout, sri, False, dlse=dlse, kernel_options=SWAPAB)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("mode", ["causal", "bounds4", "bounds2_causal_gqa"])
+def test_bwd_swapab_deterministic_bitwise(mode):
+    _check_deterministic_bitwise(mode, SWAPAB)
 
 
 @needs_cutlass

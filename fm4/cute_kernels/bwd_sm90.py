@@ -25,6 +25,8 @@ Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
                                dV += P^T dO, dK += dS^T Q       (registers, whole CTA life)
                                dQ  = dS K (each WG half of d) -> smem -> the dQ warp
     epilogue                 dK * scale and dV -> smem (aliasing sK / sV) -> TMA store.
+    Knob ``sdp_swapab`` (default off): S^T and dP^T instead, P^T / dS^T as register operands of
+    dV / dK, no P in smem (Note [SdP swapAB]).
 
 The preprocess (``bwd_prepost.py``) gives lse in the log2 domain (+inf for rows that see
 nothing and for padding rows, so P == 0 there: Note [Masked rows] of ``softmax.py``), Delta
@@ -49,6 +51,32 @@ Note [dQ accumulator layout]
     with one bulk reduction, and the postprocess reads it back with the same tiled MMA to find
     each value's (row, column).
 
+Note [SdP swapAB]
+    With ``sdp_swapab`` the consumers compute S^T = K Q^T and dP^T = V dO^T (FA3 / FA4's choice
+    for head dim 128): a warpgroup's wgmma M is its 64 key columns, N the tile's 64 query rows.
+    The accumulators of P^T and dS^T, converted to 16 bits in place, are then the register A
+    operands of dV += P^T dO and dK += dS^T Q (RS wgmma, as the forward's P V): P never goes to
+    smem (no sP buffer) and dK reads dS from registers. dS still goes to smem for dQ = dS K,
+    which needs the query rows as M: stmatrix with .trans writes the (key, query) registers as
+    (query, key) rows, in the layout the default kernel uses.
+    - lse and Delta belong to the accumulator's columns: 16 query rows per thread instead of 2.
+      They travel with Q / dO: the producer bulk-copies the m_block's tile_m values (256 bytes,
+      from the padded preprocess outputs, so 16-byte aligned) into a per-stage smem slot on the
+      stage's own mbarrier, whose byte count grows by as much. A consumer reads its 16 values
+      as 8 eight-byte smem loads (pairs of adjacent query rows) right after the stage's wait,
+      just before they are used. Global loads (as many, plus the address arithmetic) would
+      have an L2 latency to hide, so they would be issued before the GEMM waits and hold 32
+      registers across the GEMMs, next to the dK / dV accumulators; the smem slots cost 512
+      bytes per stage and no consumer instruction beyond the loads.
+    - Mask of partial tiles: a thread's rows are 2 key columns, so it reads the bounds of those
+      2 keys once per (n_block, head) (``mask_apply.key_bound_words``) and turns each rule into
+      threshold bit masks over its 16 static query offsets (``mask_bits_transposed``): a few
+      integer operations per key row and m_block, no compare per element.
+    - Barriers: no per-warpgroup P barrier (dV reads registers); the consumer-wide PdS barrier
+      once per m_block after dS is written (plus once before the write with one dS buffer);
+      dQ staging as in the default kernel. ``early_dv`` issues dV += P^T dO before dS is
+      computed, otherwise after the PdS barrier.
+
 Note [Deterministic dQ]
     Without ``deterministic``, the order in which the n_blocks that visit an m_block add their
     dQ varies between runs, and so do the fp32 sums. With it: a semaphore per (b, h, m_block)
@@ -71,13 +99,20 @@ import cutlass.memory
 import cutlass.pipeline as pipeline
 import cutlass.utils.hopper_helpers as sm90_utils
 from cutlass import Float32, Int32, const_expr
+from cutlass._mlir.dialects import llvm
 from cutlass.cute.nvgpu import cpasync, warp, warpgroup
+from cutlass.cutlass_dsl import dsl_user_op
 from cutlass.tensor_utils import LayoutEnum
 
 from fm4.cute_kernels.fwd_sm90 import _gemm, _select, _transpose_view
-from fm4.cute_kernels.mask_apply import apply_mask_bits, mask_bits
+from fm4.cute_kernels.mask_apply import (
+    apply_mask_bits,
+    key_bound_words,
+    mask_bits,
+    mask_bits_transposed,
+)
 from fm4.cute_kernels.pipeline_utils import tma_load, tma_pipeline
-from fm4.cute_kernels.softmax import acc_to_mn
+from fm4.cute_kernels.softmax import acc_to_frg_a, acc_to_mn
 from fm4.cute_kernels.sync_utils import bulk_reduce_add_f32, ld_acquire_gpu, red_release_add_gpu
 
 # ============================================================================================
@@ -94,6 +129,9 @@ PDS_STAGES = 2
 # Write P to smem and issue dV += P^T dO as soon as P is ready (a warpgroup reads only its own
 # half of P), overlapping the dV GEMM with dS; else P and dS go to smem together.
 EARLY_DV = True
+# Compute S^T = K Q^T and dP^T = V dO^T (Note [SdP swapAB]): P^T and dS^T stay in registers as
+# the A operands of dV += P^T dO and dK += dS^T Q; no P in smem. Not yet timed on the GPU.
+SDP_SWAPAB = False
 NUM_CONSUMER_WARPGROUPS = 2  # each owns tile_n / 2 key columns (S, dP, dK, dV), d / 2 of dQ
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
@@ -135,21 +173,100 @@ def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: 
     return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
 
 
-def bwd_tiled_mmas(dtype, head_dim: int, tile_n: int) -> tuple:
+def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple):
+    """The smem of the ``sdp_swapab`` kernel (Note [SdP swapAB]): no P buffer; lse and Delta of
+    each Q / dO stage's rows (fp32, loaded with Q / dO)."""
+    sQ_layout, sdO_layout, sK_layout, sV_layout, sdS_layout = layouts
+
+    def buf(layout):
+        return cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(layout)], SMEM_ALIGN_BYTES]
+
+    def stat_buf():  # bulk copies need 16-byte alignment
+        return cute.struct.Align[cute.struct.MemRange[Float32, tile_m * stages], 128]
+
+    @cute.struct
+    class SharedStorageSwapAB:
+        mbar_kv: cute.struct.MemRange[cutlass.Int64, 2]
+        mbar_q: cute.struct.MemRange[cutlass.Int64, stages * 2]
+        mbar_do: cute.struct.MemRange[cutlass.Int64, stages * 2]
+        sLSE: stat_buf()
+        sDelta: stat_buf()
+        sQ: buf(sQ_layout)
+        sdO: buf(sdO_layout)
+        sK: buf(sK_layout)
+        sV: buf(sV_layout)
+        sdS: buf(sdS_layout)
+        # dQ of one m_block, fp32, in the order of Note [dQ accumulator layout].
+        sdQ: cute.struct.Align[cute.struct.MemRange[Float32, tile_m * head_dim], SMEM_ALIGN_BYTES]
+
+    return SharedStorageSwapAB
+
+
+@dsl_user_op
+def _bulk_load_g2s(
+    gmem_ptr: cute.Pointer,
+    smem_ptr: cute.Pointer,
+    mbar_ptr: cute.Pointer,
+    num_bytes: int,
+    *,
+    loc=None,
+    ip=None,
+) -> None:
+    """``cp.async.bulk`` of ``num_bytes`` contiguous bytes from global to shared memory,
+    completing on the mbarrier (transaction bytes). Issued by one thread; both addresses 16-byte
+    aligned, ``num_bytes`` a multiple of 16."""
+    llvm.inline_asm(
+        None,
+        [
+            gmem_ptr.llvm_ptr,
+            smem_ptr.toint(loc=loc, ip=ip).ir_value(),
+            mbar_ptr.toint(loc=loc, ip=ip).ir_value(),
+            Int32(num_bytes).ir_value(loc=loc, ip=ip),
+        ],
+        "cp.async.bulk.shared::cta.global.mbarrier::complete_tx::bytes [$1], [$0], $3, [$2];",
+        "l,r,r,r",
+        has_side_effects=True,
+        is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+
+
+def bwd_tiled_mmas(
+    dtype, head_dim: int, tile_n: int, sdp_swapab: bool = False, tile_m: int = 64
+) -> tuple:
     """The backward's three tiled MMAs (S / dP, dK / dV, dQ); the postprocess uses the dQ one to
-    read the accumulator's layout (Note [dQ accumulator layout])."""
+    read the accumulator's layout (Note [dQ accumulator layout]; the same with ``sdp_swapab``).
+    """
     wgs = NUM_CONSUMER_WARPGROUPS
     K = cute.nvgpu.OperandMajorMode.K
     MN = cute.nvgpu.OperandMajorMode.MN
-    # S = Q K^T and dP = dO V^T: warpgroup w computes columns [w * 64, w * 64 + 64).
-    mma_sdp = sm90_utils.make_trivial_tiled_mma(
-        dtype, dtype, K, K, Float32, (1, wgs, 1), tiler_mn=(64, tile_n // wgs)
-    )
-    # dV = P^T dO and dK = dS^T Q: warpgroup w computes rows [w * 64, w * 64 + 64) of the
-    # (tile_n, d) result, i.e. exactly the key columns whose P / dS it produced.
-    mma_dkv = sm90_utils.make_trivial_tiled_mma(
-        dtype, dtype, MN, MN, Float32, (wgs, 1, 1), tiler_mn=(64, head_dim)
-    )
+    if sdp_swapab:  # Note [SdP swapAB]
+        # S^T = K Q^T and dP^T = V dO^T: warpgroup w computes key rows [w * 64, w * 64 + 64).
+        mma_sdp = sm90_utils.make_trivial_tiled_mma(
+            dtype, dtype, K, K, Float32, (wgs, 1, 1), tiler_mn=(64, tile_m)
+        )
+        # dV += P^T dO and dK += dS^T Q, P^T / dS^T from registers: the S^T / dP^T accumulators
+        # of the same warpgroup, whose rows are the same key columns.
+        mma_dkv = sm90_utils.make_trivial_tiled_mma(
+            dtype,
+            dtype,
+            K,
+            MN,
+            Float32,
+            (wgs, 1, 1),
+            tiler_mn=(64, head_dim),
+            a_source=warpgroup.OperandSource.RMEM,
+        )
+    else:
+        # S = Q K^T and dP = dO V^T: warpgroup w computes columns [w * 64, w * 64 + 64).
+        mma_sdp = sm90_utils.make_trivial_tiled_mma(
+            dtype, dtype, K, K, Float32, (1, wgs, 1), tiler_mn=(64, tile_n // wgs)
+        )
+        # dV = P^T dO and dK = dS^T Q: warpgroup w computes rows [w * 64, w * 64 + 64) of the
+        # (tile_n, d) result, i.e. exactly the key columns whose P / dS it produced.
+        mma_dkv = sm90_utils.make_trivial_tiled_mma(
+            dtype, dtype, MN, MN, Float32, (wgs, 1, 1), tiler_mn=(64, head_dim)
+        )
     # dQ = dS K: warpgroup w computes columns [w * d / 2, (w + 1) * d / 2) of (tile_m, d).
     mma_dq = sm90_utils.make_trivial_tiled_mma(
         dtype, dtype, K, MN, Float32, (1, wgs, 1), tiler_mn=(64, head_dim // wgs)
@@ -175,10 +292,13 @@ class FlashMaskBwdSm90:
         num_stages: int | None = None,
         pds_stages: int | None = None,
         early_dv: bool | None = None,
+        sdp_swapab: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
-        ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``: tuning knobs (default: the
-        tuning table)."""
+        ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``, ``early_dv``, ``sdp_swapab``:
+        tuning knobs (default: the tuning table). With ``sdp_swapab`` (Note [SdP swapAB]),
+        ``pds_stages`` counts the dS buffers and ``early_dv`` issues dV += P^T dO before dS is
+        computed (else after the dS barrier)."""
         if head_dim not in TILE_CONFIG_BWD_SM90:
             raise ValueError(
                 f"head_dim {head_dim} not supported by the sm90 backward "
@@ -198,6 +318,7 @@ class FlashMaskBwdSm90:
         self.num_stages = num_stages or cfg_stages
         self.pds_stages = pds_stages or PDS_STAGES
         self.early_dv = EARLY_DV if early_dv is None else early_dv
+        self.sdp_swapab = SDP_SWAPAB if sdp_swapab is None else bool(sdp_swapab)
         assert self.pds_stages in (1, self.num_stages), "P / dS stages: 1 or the Q stages"
         assert self.tile_m == 64, "one 64-row wgmma atom of S per warpgroup"
         assert self.tile_n == 64 * NUM_CONSUMER_WARPGROUPS
@@ -208,7 +329,7 @@ class FlashMaskBwdSm90:
     # Host side
     # ----------------------------------------------------------------------------------------
     def _tiled_mmas(self):
-        return bwd_tiled_mmas(self.dtype, self.head_dim, self.tile_n)
+        return bwd_tiled_mmas(self.dtype, self.head_dim, self.tile_n, self.sdp_swapab, self.tile_m)
 
     @cute.jit
     def __call__(
@@ -286,6 +407,17 @@ class FlashMaskBwdSm90:
             ]
 
         self.shared_storage = SharedStorage
+        # lse / Delta bytes loaded with each Q / dO stage (Note [SdP swapAB])
+        self.bytes_stats = 0
+        if const_expr(self.sdp_swapab):
+            self.shared_storage = _swapab_shared_storage(
+                self.dtype,
+                st,
+                self.tile_m,
+                d,
+                (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
+            )
+            self.bytes_stats = self.tile_m * 4
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
         store_op = cpasync.CopyBulkTensorTileS2GOp()
@@ -385,8 +517,10 @@ class FlashMaskBwdSm90:
         n_mma, st = self.num_mma_threads, self.num_stages
         # K and V share one stage (one barrier, both byte counts); Q and dO go stage by stage.
         pipeline_kv = tma_pipeline(storage.mbar_kv.data_ptr(), 1, self.bytes_kv, n_mma)
-        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), st, self.bytes_q, n_mma)
-        pipeline_do = tma_pipeline(storage.mbar_do.data_ptr(), st, self.bytes_q, n_mma)
+        # With sdp_swapab, each stage also receives its rows' lse (Q) / Delta (dO).
+        bytes_q = self.bytes_q + self.bytes_stats
+        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), st, bytes_q, n_mma)
+        pipeline_do = tma_pipeline(storage.mbar_do.data_ptr(), st, bytes_q, n_mma)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
@@ -394,9 +528,17 @@ class FlashMaskBwdSm90:
         sdO = storage.sdO.get_tensor(sdO_layout.outer, swizzle=sdO_layout.inner)
         sK = storage.sK.get_tensor(sK_layout.outer, swizzle=sK_layout.inner)
         sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
-        sP = storage.sP.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
+        sP = None  # no P buffer with sdp_swapab
+        if const_expr(not self.sdp_swapab):
+            sP = storage.sP.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
         sdS = storage.sdS.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
         sdQ = storage.sdQ.get_tensor(cute.make_layout(self.tile_m * self.head_dim))
+        stats = None  # sdp_swapab: lse / Delta in global memory and their smem stages
+        if const_expr(self.sdp_swapab):
+            stat_layout = cute.make_layout((self.tile_m, st))
+            sLSE = storage.sLSE.get_tensor(stat_layout)
+            sDelta = storage.sDelta.get_tensor(stat_layout)
+            stats = (mLSElog2, mDelta, sLSE, sDelta)
 
         n_block, head_kv, batch = cute.arch.block_idx()
         lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
@@ -417,6 +559,7 @@ class FlashMaskBwdSm90:
                     batch,
                     group,
                     lists,
+                    stats,
                 )
             if warp_idx == 1:
                 self.dq_store(
@@ -438,7 +581,7 @@ class FlashMaskBwdSm90:
             self.mma(
                 (mma_sdp, mma_dkv, mma_dq),
                 (mQ, mK, mdK, mdV, mLSElog2, mDelta),
-                (sQ, sK, sV, sdO, sP, sdS, sdQ),
+                (sQ, sK, sV, sdO, sP, sdS, sdQ, stats),
                 tma_atoms,
                 pipeline_kv,
                 pipeline_q,
@@ -534,6 +677,7 @@ class FlashMaskBwdSm90:
         batch: Int32,
         group: Int32,
         lists: tuple,
+        stats: tuple | None,  # sdp_swapab: mLSElog2, mDelta (b, h, s_q_padded), sLSE, sDelta
     ):
         mQ, mK, mV, mdO = gmem
         sQ, sK, sV, sdO = smem
@@ -568,11 +712,38 @@ class FlashMaskBwdSm90:
             tdOsdO, tdOgdO = cpasync.tma_partition(
                 tma_atom_dO, 0, one, cute.group_modes(sdO, 0, 2), cute.group_modes(gdO, 0, 2)
             )
+            mLSEcur, mDeltaCur = None, None
+            if const_expr(stats is not None):
+                mLSEcur, mDeltaCur = stats[0][batch, head, None], stats[1][batch, head, None]
             for i in cutlass.range(blocks[0], unroll=1):
                 m_block = self.m_block_at(i, blocks)
                 tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, m_block)
+                if const_expr(stats is not None):
+                    self.load_row_stat(pipeline_q, q_state, mLSEcur, stats[2], m_block)
                 tma_load(pipeline_do, q_state, tma_atom_dO, tdOgdO, tdOsdO, m_block)
+                if const_expr(stats is not None):
+                    self.load_row_stat(pipeline_do, q_state, mDeltaCur, stats[3], m_block)
                 q_state.advance()
+
+    @cute.jit
+    def load_row_stat(
+        self,
+        pipe: pipeline.PipelineAsync,
+        state: pipeline.PipelineState,
+        mStat: cute.Tensor,  # (s_q_padded,) fp32: lse_log2 or Delta of one (batch, head)
+        sStat: cute.Tensor,  # (tile_m, stages) fp32
+        m_block: Int32,
+    ) -> None:
+        """Bulk-copy the m_block's tile_m values of a row statistic into the stage's slot; the
+        stage's mbarrier counts its bytes (``bytes_stats``). 16-byte aligned: s_q_padded is a
+        multiple of tile_m and the launcher allocates the statistics contiguous."""
+        with cute.arch.elect_one():
+            _bulk_load_g2s(
+                mStat.iterator + m_block * self.tile_m,
+                sStat[None, state.index].iterator,
+                pipe.producer_get_barrier(state),
+                self.tile_m * 4,
+            )
 
     # ----------------------------------------------------------------------------------------
     # dQ warp
@@ -676,7 +847,7 @@ class FlashMaskBwdSm90:
         self,
         mmas: tuple,  # tiled MMAs: S / dP, dK / dV, dQ
         gmem: tuple,  # mQ, mK (TMA views, for shapes), mdK, mdV (TMA views), lse, Delta
-        smem: tuple,  # sQ, sK, sV, sdO, sP, sdS
+        smem: tuple,  # sQ, sK, sV, sdO, sP (None: sdp_swapab), sdS, sdQ, stats (sdp_swapab)
         tma_atoms: tuple,
         pipeline_kv: pipeline.PipelineAsync,
         pipeline_q: pipeline.PipelineAsync,
@@ -692,7 +863,7 @@ class FlashMaskBwdSm90:
     ):
         mma_sdp, mma_dkv, mma_dq = mmas
         mQ, mK, mdK, mdV, mLSElog2, mDelta = gmem
-        sQ, sK, sV, sdO, sP, sdS, sdQ = smem
+        sQ, sK, sV, sdO, sP, sdS, sdQ, stats = smem
         d = self.head_dim
         seqlen_q = mQ.shape[0]
         seqlen_k = mK.shape[0]
@@ -702,33 +873,40 @@ class FlashMaskBwdSm90:
         wg_dq = mma_dq.get_slice(wg_idx * THREADS_PER_WG)
         thr_sdp = mma_sdp.get_slice(tidx)
 
-        # Operand fragments (smem descriptors).
-        tSrQ = wg_sdp.make_fragment_A(wg_sdp.partition_A(sQ))
-        tSrK = wg_sdp.make_fragment_B(wg_sdp.partition_B(sK))
-        tdPrdO = wg_sdp.make_fragment_A(wg_sdp.partition_A(sdO))
-        tdPrV = wg_sdp.make_fragment_B(wg_sdp.partition_B(sV))
-        tdVrPt = wg_dkv.make_fragment_A(wg_dkv.partition_A(_transpose_view(sP)))
-        tdVrdOt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sdO)))
-        tdKrdSt = wg_dkv.make_fragment_A(wg_dkv.partition_A(_transpose_view(sdS)))
-        tdKrQt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sQ)))
-        tdQrdS = wg_dq.make_fragment_A(wg_dq.partition_A(sdS))
-        tdQrKt = wg_dq.make_fragment_B(wg_dq.partition_B(_transpose_view(sK)))
+        swap_ops = None
+        if const_expr(self.sdp_swapab):
+            swap_ops = self.swapab_operands(
+                mmas, (wg_sdp, wg_dkv, wg_dq, thr_sdp), (sQ, sK, sV, sdO, sdS), tidx
+            )
+            acc_shape_S, acc_shape_dQ, acc_dK, acc_dV, tScS_mn = swap_ops[1:6]
+        else:
+            # Operand fragments (smem descriptors).
+            tSrQ = wg_sdp.make_fragment_A(wg_sdp.partition_A(sQ))
+            tSrK = wg_sdp.make_fragment_B(wg_sdp.partition_B(sK))
+            tdPrdO = wg_sdp.make_fragment_A(wg_sdp.partition_A(sdO))
+            tdPrV = wg_sdp.make_fragment_B(wg_sdp.partition_B(sV))
+            tdVrPt = wg_dkv.make_fragment_A(wg_dkv.partition_A(_transpose_view(sP)))
+            tdVrdOt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sdO)))
+            tdKrdSt = wg_dkv.make_fragment_A(wg_dkv.partition_A(_transpose_view(sdS)))
+            tdKrQt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sQ)))
+            tdQrdS = wg_dq.make_fragment_A(wg_dq.partition_A(sdS))
+            tdQrKt = wg_dq.make_fragment_B(wg_dq.partition_B(_transpose_view(sK)))
 
-        acc_shape_S = wg_sdp.partition_shape_C((self.tile_m, self.tile_n))
-        acc_shape_dQ = wg_dq.partition_shape_C((self.tile_m, d))
-        acc_dK = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
-        acc_dV = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
-        acc_dK.fill(0.0)
-        acc_dV.fill(0.0)
-        tScS_mn = acc_to_mn(thr_sdp.partition_C(cute.make_identity_tensor((64, self.tile_n))))
+            acc_shape_S = wg_sdp.partition_shape_C((self.tile_m, self.tile_n))
+            acc_shape_dQ = wg_dq.partition_shape_C((self.tile_m, d))
+            acc_dK = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+            acc_dV = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+            acc_dK.fill(0.0)
+            acc_dV.fill(0.0)
+            tScS_mn = acc_to_mn(thr_sdp.partition_C(cute.make_identity_tensor((64, self.tile_n))))
 
-        # P / dS registers -> smem (stmatrix, the layout of S's accumulator).
-        st_atom = cute.make_copy_atom(
-            warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
-        )
-        thr_st_PdS = cute.make_tiled_copy_C(st_atom, mma_sdp).get_slice(tidx)
-        tPsP = thr_st_PdS.partition_D(sP)  # (..., pds stage)
-        tdSsdS = thr_st_PdS.partition_D(sdS)
+            # P / dS registers -> smem (stmatrix, the layout of S's accumulator).
+            st_atom = cute.make_copy_atom(
+                warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
+            )
+            thr_st_PdS = cute.make_tiled_copy_C(st_atom, mma_sdp).get_slice(tidx)
+            tPsP = thr_st_PdS.partition_D(sP)  # (..., pds stage)
+            tdSsdS = thr_st_PdS.partition_D(sdS)
 
         # This thread's slice of the dQ staging buffer (Note [dQ accumulator layout]).
         n_dq = cute.size(acc_shape_dQ)
@@ -741,25 +919,37 @@ class FlashMaskBwdSm90:
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
         pipeline_kv.consumer_wait(kv_state)
 
-        ctx = (
-            (tSrQ, tSrK, tdPrdO, tdPrV, tdVrPt, tdVrdOt, tdKrdSt, tdKrQt, tdQrdS, tdQrKt),
-            (mma_sdp, mma_dkv, mma_dq),
-            acc_dK,
-            acc_dV,
-            acc_shape_S,
-            acc_shape_dQ,
-            tScS_mn,
-            st_atom,
-            thr_st_PdS,
-            tPsP,
-            tdSsdS,
-            (tdQsdQ, wg_idx),
-            pipeline_q,
-            pipeline_do,
-            scale_log2,
-            seqlen_q,
-            seqlen_k,
-        )
+        if const_expr(self.sdp_swapab):
+            ctx = (
+                swap_ops,
+                (tdQsdQ, wg_idx),
+                (stats[2], stats[3]),
+                pipeline_q,
+                pipeline_do,
+                scale_log2,
+                seqlen_q,
+                seqlen_k,
+            )
+        else:
+            ctx = (
+                (tSrQ, tSrK, tdPrdO, tdPrV, tdVrPt, tdVrdOt, tdKrdSt, tdKrQt, tdQrdS, tdQrKt),
+                (mma_sdp, mma_dkv, mma_dq),
+                acc_dK,
+                acc_dV,
+                acc_shape_S,
+                acc_shape_dQ,
+                tScS_mn,
+                st_atom,
+                thr_st_PdS,
+                tPsP,
+                tdSsdS,
+                (tdQsdQ, wg_idx),
+                pipeline_q,
+                pipeline_do,
+                scale_log2,
+                seqlen_q,
+                seqlen_k,
+            )
 
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
         for g in cutlass.range(group, unroll=1):
@@ -770,17 +960,38 @@ class FlashMaskBwdSm90:
                 mBounds = lists[0]
                 head_b = head // (mQ.shape[2] // mBounds.shape[1])
                 mBoundsCur = mBounds[batch, head_b, None, None]
-            mLSEcur = mLSElog2[batch, head, None]
-            mDeltaCur = mDelta[batch, head, None]
-            per_head = (mBoundsCur, mLSEcur, mDeltaCur, n_block)
-            for i in cutlass.range(blocks[1], unroll=1):
-                q_state = self.mma_one_m_block(
-                    q_state, self.m_block_at(i, blocks), True, ctx, per_head
-                )
-            for i in cutlass.range(blocks[1], blocks[0], unroll=1):
-                q_state = self.mma_one_m_block(
-                    q_state, self.m_block_at(i, blocks), False, ctx, per_head
-                )
+            if const_expr(self.sdp_swapab):
+                # The bounds of this thread's key rows: read once per (n_block, head).
+                words = None
+                if const_expr(self.has_lists):
+                    words = key_bound_words(
+                        mBoundsCur,
+                        n_block * self.tile_n + tScS_mn[0, 0][0],
+                        seqlen_k,
+                        swap_ops[6][0],
+                        self.n_bounds,
+                    )
+                per_head = (words, n_block)
+                for i in cutlass.range(blocks[1], unroll=1):
+                    q_state = self.mma_one_m_block_swapab(
+                        q_state, self.m_block_at(i, blocks), True, ctx, per_head
+                    )
+                for i in cutlass.range(blocks[1], blocks[0], unroll=1):
+                    q_state = self.mma_one_m_block_swapab(
+                        q_state, self.m_block_at(i, blocks), False, ctx, per_head
+                    )
+            else:
+                mLSEcur = mLSElog2[batch, head, None]
+                mDeltaCur = mDelta[batch, head, None]
+                per_head = (mBoundsCur, mLSEcur, mDeltaCur, n_block)
+                for i in cutlass.range(blocks[1], unroll=1):
+                    q_state = self.mma_one_m_block(
+                        q_state, self.m_block_at(i, blocks), True, ctx, per_head
+                    )
+                for i in cutlass.range(blocks[1], blocks[0], unroll=1):
+                    q_state = self.mma_one_m_block(
+                        q_state, self.m_block_at(i, blocks), False, ctx, per_head
+                    )
 
         acc_dK.store(acc_dK.load() * softmax_scale)
         self.epilogue(
@@ -904,6 +1115,198 @@ class FlashMaskBwdSm90:
         pipeline_do.consumer_release(q_state)
         # dQ -> smem staging buffer (once the dQ warp has handed the last one to the bulk-copy
         # engine), then the dQ warp adds it to global memory (Note [dQ accumulator layout]).
+        cute.arch.barrier(
+            barrier_id=int(NamedBarrierBwd.dQEmpty) + wg_idx,
+            number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
+        )
+        acc_dQ_flat = cute.make_tensor(
+            acc_dQ.iterator, cute.make_layout((4, cute.size(acc_dQ) // 4), stride=(1, 4))
+        )
+        cute.autovec_copy(acc_dQ_flat, tdQsdQ)
+        cute.arch.fence_view_async_shared()
+        cute.arch.barrier_arrive(
+            barrier_id=int(NamedBarrierBwd.dQFull) + wg_idx,
+            number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
+        )
+        warpgroup.wait_group(0)
+        pipeline_q.consumer_release(q_state)
+        q_state.advance()
+        return q_state
+
+    # ----------------------------------------------------------------------------------------
+    # Consumer warpgroups, sdp_swapab (Note [SdP swapAB])
+    # ----------------------------------------------------------------------------------------
+    @cute.jit
+    def swapab_operands(
+        self,
+        mmas: tuple,  # tiled MMAs: S^T / dP^T, dK / dV (A from registers), dQ
+        slices: tuple,  # warpgroup slices of the three, this thread's slice of S^T / dP^T
+        smem: tuple,  # sQ, sK, sV, sdO, sdS
+        tidx: Int32,
+    ) -> tuple:
+        """Fragments, accumulators and copies of the swapped consumer, as ``mma`` hands them
+        to :meth:`mma_one_m_block_swapab`."""
+        mma_sdp = mmas[0]
+        wg_sdp, wg_dkv, wg_dq, thr_sdp = slices
+        sQ, sK, sV, sdO, sdS = smem
+        d = self.head_dim
+        # S^T = K Q^T, dP^T = V dO^T: A is this warpgroup's 64 rows of K / V, B all of Q / dO.
+        tSrK = wg_sdp.make_fragment_A(wg_sdp.partition_A(sK))
+        tSrQ = wg_sdp.make_fragment_B(wg_sdp.partition_B(sQ))
+        tdPrV = wg_sdp.make_fragment_A(wg_sdp.partition_A(sV))
+        tdPrdO = wg_sdp.make_fragment_B(wg_sdp.partition_B(sdO))
+        # dV += P^T dO, dK += dS^T Q: A from registers, B (dO^T, Q^T) MN-major from smem.
+        tdVrdOt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sdO)))
+        tdKrQt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sQ)))
+        # dQ = dS K as in the default kernel (dS with the query rows as M, from smem).
+        tdQrdS = wg_dq.make_fragment_A(wg_dq.partition_A(sdS))
+        tdQrKt = wg_dq.make_fragment_B(wg_dq.partition_B(_transpose_view(sK)))
+
+        acc_shape_S = wg_sdp.partition_shape_C((self.tile_n, self.tile_m))
+        acc_shape_dQ = wg_dq.partition_shape_C((self.tile_m, d))
+        acc_dK = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+        acc_dV = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+        acc_dK.fill(0.0)
+        acc_dV.fill(0.0)
+        # (key, query) coordinates of this thread's accumulator rows and columns
+        cS = cute.make_identity_tensor((self.tile_n, self.tile_m))
+        tScS_mn = acc_to_mn(thr_sdp.partition_C(cS))
+        # Static offsets: thread 0's (compile-time), every thread's differ by one shift.
+        tScS0_mn = acc_to_mn(mma_sdp.get_slice(0).partition_C(cS))
+        self.key_offs = [tScS0_mn[r, 0][0] for r in range(cute.size(tScS0_mn, mode=[0]))]
+        self.query_offs = [tScS0_mn[0, c][1] for c in range(cute.size(tScS0_mn, mode=[1]))]
+        assert self.query_offs == [8 * (c // 2) + c % 2 for c in range(len(self.query_offs))]
+
+        # dS^T registers -> sdS as (query, key) rows: stmatrix with transpose.
+        st_atom = cute.make_copy_atom(
+            warp.StMatrix8x8x16bOp(transpose=True, num_matrices=4), self.dtype
+        )
+        thr_st_dS = cute.make_tiled_copy_C(st_atom, mma_sdp).get_slice(tidx)
+        tdSsdS = thr_st_dS.partition_D(_transpose_view(sdS))  # (..., pds stage)
+        frags = (tSrK, tSrQ, tdPrV, tdPrdO, tdVrdOt, tdKrQt, tdQrdS, tdQrKt)
+        return (
+            frags,
+            acc_shape_S,
+            acc_shape_dQ,
+            acc_dK,
+            acc_dV,
+            tScS_mn,
+            (self.key_offs, self.query_offs),
+            (st_atom, thr_st_dS, tdSsdS),
+            mmas,
+        )
+
+    @cute.jit
+    def stat_cols(self, sStat: cute.Tensor, stage: Int32, query_first: Int32) -> cute.Tensor:
+        """lse / Delta of this thread's query columns (the S^T accumulator's columns) from the
+        stage's smem slot: pairs of adjacent queries, one 8-byte load each."""
+        n = len(self.query_offs)
+        base = sStat[None, stage].iterator + query_first
+        ptr = cute.make_ptr(Float32, base.toint(), cute.AddressSpace.smem, assumed_align=8)
+        src = cute.make_tensor(ptr, cute.make_layout((2, n // 2), stride=(1, 8)))
+        vals = cute.make_rmem_tensor((2, n // 2), Float32)
+        vals.store(src.load())
+        return vals
+
+    @cute.jit
+    def mma_one_m_block_swapab(
+        self,
+        q_state: pipeline.PipelineState,
+        m_block: Int32,
+        masked: cutlass.Constexpr[bool],
+        ctx: tuple,
+        per_head: tuple,
+    ) -> pipeline.PipelineState:
+        """All five GEMMs of one (m_block, n_block) tile, S and dP transposed (Note [SdP
+        swapAB]); dQ added to global memory."""
+        swap_ops, dq_stage, sStats, pipeline_q, pipeline_do = ctx[:5]
+        scale_log2, seqlen_q, seqlen_k = ctx[5:]
+        frags, acc_shape_S, acc_shape_dQ, acc_dK, acc_dV, tScS_mn = swap_ops[:6]
+        st_atom, thr_st_dS, tdSsdS = swap_ops[7]
+        mma_sdp, mma_dkv, mma_dq = swap_ops[8]
+        tSrK, tSrQ, tdPrV, tdPrdO, tdVrdOt, tdKrQt, tdQrdS, tdQrKt = frags
+        sLSE, sDelta = sStats
+        words, n_block = per_head
+        tdQsdQ, wg_idx = dq_stage
+        num_rows = cute.size(tScS_mn, mode=[0])  # key rows
+        num_cols = cute.size(tScS_mn, mode=[1])  # query columns
+        stage = q_state.index
+        query_first = tScS_mn[0, 0][1]
+
+        # Mask bits first: they need no scores (the bounds were read once per head). Without
+        # causal or bounds only the keys past the end are masked: whole rows, no bits.
+        key_first = n_block * self.tile_n + tScS_mn[0, 0][0]
+        bits = None
+        if const_expr(masked and (self.causal or self.has_lists)):
+            bits = mask_bits_transposed(
+                words,
+                key_first,
+                m_block * self.tile_m + query_first,
+                seqlen_q,
+                seqlen_k,
+                self.key_offs,
+                self.query_offs,
+                self.causal,
+                self.n_bounds,
+            )
+
+        pipeline_q.consumer_wait(q_state)
+        acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
+        _gemm(mma_sdp, acc_S, tSrK, tSrQ[None, None, None, stage], True, -1)
+        lse = self.stat_cols(sLSE, stage, query_first)  # arrived with Q
+        pipeline_do.consumer_wait(q_state)
+        acc_dP = cute.make_rmem_tensor(acc_shape_S, Float32)
+        _gemm(mma_sdp, acc_dP, tdPrV, tdPrdO[None, None, None, stage], True, 1)
+
+        # P^T = exp2(S^T * scale_log2 - lse_log2 of the column); masked scores are -inf.
+        s_mn = acc_to_mn(acc_S)
+        if const_expr(masked and (self.causal or self.has_lists)):
+            apply_mask_bits(acc_S, bits)
+        elif const_expr(masked):
+            for r in cutlass.range_constexpr(num_rows):
+                if key_first + self.key_offs[r] >= seqlen_k:
+                    s_mn[r, None].fill(-Float32.inf)
+        for r in cutlass.range_constexpr(num_rows):
+            for c in cutlass.range_constexpr(num_cols):
+                s_mn[r, c] = cute.math.exp2(s_mn[r, c] * scale_log2 - lse[c], fastmath=True)
+        # P^T in 16 bits is the register A operand of dV += P^T dO (never stored).
+        rP = cute.make_rmem_tensor(acc_shape_S, self.dtype)
+        rP.store(acc_S.load().to(self.dtype))
+        ps = stage if const_expr(self.pds_stages > 1) else 0
+
+        def issue_dv():  # dV += P^T dO, left in flight (rP stays untouched until it completes)
+            _gemm(mma_dkv, acc_dV, acc_to_frg_a(rP), tdVrdOt[None, None, None, stage], False, -1)
+
+        if const_expr(self.early_dv):
+            issue_dv()
+
+        # dS^T = P^T * (dP^T - Delta of the column)
+        warpgroup.wait_group(1 if const_expr(self.early_dv) else 0)
+        delta = self.stat_cols(sDelta, stage, query_first)  # arrived with dO
+        dp_mn = acc_to_mn(acc_dP)
+        for r in cutlass.range_constexpr(num_rows):
+            for c in cutlass.range_constexpr(num_cols):
+                dp_mn[r, c] = s_mn[r, c] * (dp_mn[r, c] - delta[c])
+        rdS = cute.make_rmem_tensor(acc_shape_S, self.dtype)
+        rdS.store(acc_dP.load().to(self.dtype))
+
+        # dS goes to smem for dQ = dS K, which needs all key columns (both warpgroups). One
+        # buffer: last m_block's dQ GEMMs must be done with it first. Two: as in the default
+        # kernel (the reads of this stage's buffer were waited for before the last barrier).
+        if const_expr(self.pds_stages == 1):
+            self.pds_barrier()
+        cute.copy(st_atom, thr_st_dS.retile(rdS), tdSsdS[None, None, None, ps])
+        cute.arch.fence_view_async_shared()
+        self.pds_barrier()
+
+        if const_expr(not self.early_dv):
+            issue_dv()
+        acc_dQ = cute.make_rmem_tensor(acc_shape_dQ, Float32)
+        _gemm(mma_dq, acc_dQ, tdQrdS[None, None, None, ps], tdQrKt, True, -1)
+        # dK += dS^T Q with dS^T from registers (rdS untouched until the GEMM completes)
+        _gemm(mma_dkv, acc_dK, acc_to_frg_a(rdS), tdKrQt[None, None, None, stage], False, -1)
+        warpgroup.wait_group(1)  # dV and dQ done
+        pipeline_do.consumer_release(q_state)
         cute.arch.barrier(
             barrier_id=int(NamedBarrierBwd.dQEmpty) + wg_idx,
             number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,

@@ -23,6 +23,9 @@ vector loads at static offsets (one base address per tile), and :func:`bits_from
 the end-of-keys and causal rules into one column threshold per row (a shift, no per-column
 compare) and compares only the bounds per element. :func:`mask_bits` stays for the backward
 kernel, n_bounds 4 (v2 spills there) and the forward's ``mask_impl="v1"``.
+The backward kernel's ``sdp_swapab`` variant masks the transposed tile S^T (rows: key columns,
+columns: query rows) with :func:`key_bound_words` (bounds of the thread's 2 key rows, once per
+n_block) and :func:`mask_bits_transposed` (threshold bits per key row, same rule).
 Supported: n_bounds in {0, 1, 2, 4}. Not supported: sliding windows given as scalars, pack-GQA.
 """
 
@@ -222,4 +225,83 @@ def bits_from_words(
                 w = [words[c * n_bounds + k] for k in range(n_bounds)]
                 b = (b | Int32(1 << c)) if _bound_masked(i, w, causal, n_bounds) else b
         bits[r] = b
+    return bits
+
+
+# --------------------------------------------------------------------------------------------
+# Transposed tiles (backward kernel knob ``sdp_swapab``), same rule as :func:`mask_bits`
+# --------------------------------------------------------------------------------------------
+# The accumulator of S^T = K Q^T has the key columns j as its rows and the query rows i as its
+# columns. A thread holds few key rows (2 per 64-row atom) and many query columns (16 of 64 at
+# offsets 0, 1, 8, 9, ...). Every rule of the module docstring is, for a fixed key j, an
+# interval test on i, so each key row's bits are a few threshold masks (no per-element compare),
+# and the bounds are read once per key row, not once per element column.
+
+
+@cute.jit
+def key_bound_words(
+    mBounds: cute.Tensor,  # (s_k, n) bounds of this (batch, mask head)
+    key_first: Int32,  # global key index of this thread's first accumulator row
+    seqlen_k: Int32,
+    key_offs: cutlass.Constexpr[list],  # static key offsets of this thread's rows
+    n_bounds: cutlass.Constexpr[int],
+) -> cute.Tensor:
+    """The bound words of this thread's key rows, ``len(key_offs) * n_bounds`` int32; row r's
+    words are ``words[r * n_bounds + k]``. Keys past the end read the last key's bounds (their
+    rows are masked whole by :func:`mask_bits_transposed`). They depend on the n_block only, so
+    a kernel reads them once per (n_block, mask head)."""
+    words = cute.make_rmem_tensor(len(key_offs) * n_bounds, Int32)
+    for r in cutlass.range_constexpr(len(key_offs)):
+        key_safe = cutlass.min(key_first + key_offs[r], seqlen_k - 1)
+        for k in cutlass.range_constexpr(n_bounds):
+            words[r * n_bounds + k] = mBounds[key_safe, k]
+    return words
+
+
+@cute.jit
+def mask_bits_transposed(
+    words: cute.Tensor | None,  # from key_bound_words, or None without bounds
+    key_first: Int32,  # global key index of this thread's first accumulator row
+    query_first: Int32,  # global query index of this thread's first accumulator column
+    seqlen_q: Int32,
+    seqlen_k: Int32,
+    key_offs: cutlass.Constexpr[list],  # static key offsets of this thread's rows
+    query_offs: cutlass.Constexpr[list],  # static query offsets of this thread's columns
+    causal: cutlass.Constexpr[bool],
+    n_bounds: cutlass.Constexpr[int],
+) -> cute.Tensor:
+    """One int32 per key row of this thread: bit c set iff element (query column c, key row) is
+    masked, by the rule of :func:`mask_bits` with rows and columns exchanged (apply with
+    :func:`apply_mask_bits` on the S^T accumulator).
+
+    For key j and query i = query_first + query_offs[c]: keys past the end mask every query;
+    causal masks i < j - (seqlen_k - seqlen_q); each bound b masks i >= b (or i < b) as a
+    threshold on the static offsets.
+    """
+    num_cols = len(query_offs)
+    assert num_cols <= 32, "one 32-bit word of mask bits per key row"
+    pairs = _pair_pattern(query_offs)
+    full = Int32(-1) if cutlass.const_expr(num_cols == 32) else Int32((1 << num_cols) - 1)
+    bits = cute.make_rmem_tensor(len(key_offs), Int32)
+    for r in cutlass.range_constexpr(len(key_offs)):
+        j = key_first + key_offs[r]
+        # ge[k]: bits of the queries i >= bound k (thresholds relative to query_first)
+        ge = []
+        if cutlass.const_expr(n_bounds > 0):
+            ge = [
+                _threshold_bits(words[r * n_bounds + k] - query_first, query_offs, pairs)
+                for k in range(n_bounds)
+            ]
+        b = Int32(0)
+        if cutlass.const_expr(causal):  # i < j - (seqlen_k - seqlen_q)
+            b = _threshold_bits(j - (seqlen_k - seqlen_q) - query_first, query_offs, pairs) ^ full
+        if cutlass.const_expr(n_bounds == 1):
+            b = b | ge[0]
+        if cutlass.const_expr(n_bounds == 2 and causal):
+            b = b | (ge[0] & (ge[1] ^ full))
+        if cutlass.const_expr(n_bounds == 2 and not causal):
+            b = b | ge[0] | (ge[1] ^ full)
+        if cutlass.const_expr(n_bounds == 4):
+            b = b | (ge[0] & (ge[1] ^ full)) | (ge[2] & (ge[3] ^ full))
+        bits[r] = full if j >= seqlen_k else b
     return bits
