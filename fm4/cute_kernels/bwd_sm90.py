@@ -1116,21 +1116,7 @@ class FlashMaskBwdSm90:
         )
         warpgroup.wait_group(1)
         pipeline_do.consumer_release(q_state)
-        # dQ -> smem staging buffer (once the dQ warp has handed the last one to the bulk-copy
-        # engine), then the dQ warp adds it to global memory (Note [dQ accumulator layout]).
-        cute.arch.barrier(
-            barrier_id=int(NamedBarrierBwd.dQEmpty) + wg_idx,
-            number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
-        )
-        acc_dQ_flat = cute.make_tensor(
-            acc_dQ.iterator, cute.make_layout((4, cute.size(acc_dQ) // 4), stride=(1, 4))
-        )
-        cute.autovec_copy(acc_dQ_flat, tdQsdQ)
-        cute.arch.fence_view_async_shared()
-        cute.arch.barrier_arrive(
-            barrier_id=int(NamedBarrierBwd.dQFull) + wg_idx,
-            number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
-        )
+        self.stage_dq(acc_dQ, tdQsdQ, wg_idx)
         warpgroup.wait_group(0)
         pipeline_q.consumer_release(q_state)
         q_state.advance()
@@ -1310,6 +1296,17 @@ class FlashMaskBwdSm90:
         _gemm(mma_dkv, acc_dK, acc_to_frg_a(rdS), tdKrQt[None, None, None, stage], False, -1)
         warpgroup.wait_group(1)  # dV and dQ done
         pipeline_do.consumer_release(q_state)
+        self.stage_dq(acc_dQ, tdQsdQ, wg_idx)
+        warpgroup.wait_group(0)
+        pipeline_q.consumer_release(q_state)
+        q_state.advance()
+        return q_state
+
+    @cute.jit
+    def stage_dq(self, acc_dQ: cute.Tensor, tdQsdQ: cute.Tensor, wg_idx: Int32) -> None:
+        """This m_block's dQ -> the warpgroup's smem staging buffer (once the dQ warp has handed
+        the last one to the bulk-copy engine); the dQ warp then adds it to global memory
+        (Note [dQ accumulator layout])."""
         cute.arch.barrier(
             barrier_id=int(NamedBarrierBwd.dQEmpty) + wg_idx,
             number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
@@ -1323,10 +1320,6 @@ class FlashMaskBwdSm90:
             barrier_id=int(NamedBarrierBwd.dQFull) + wg_idx,
             number_of_threads=THREADS_PER_WG + cute.arch.WARP_SIZE,
         )
-        warpgroup.wait_group(0)
-        pipeline_q.consumer_release(q_state)
-        q_state.advance()
-        return q_state
 
     @cute.jit
     def pds_barrier(self) -> None:

@@ -198,32 +198,19 @@ def _shared_storage(dtype, stages: int, sQ_layout, sK_layout, sV_layout, persist
     def buf(layout):
         return cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(layout)], SMEM_ALIGN_BYTES]
 
+    fields = {
+        "mbar_q": cute.struct.MemRange[cutlass.Int64, 2],
+        "mbar_k": cute.struct.MemRange[cutlass.Int64, stages * 2],
+        "mbar_v": cute.struct.MemRange[cutlass.Int64, stages * 2],
+        "sQ": buf(sQ_layout),
+        "sK": buf(sK_layout),
+        "sV": buf(sV_layout),
+    }
     if persistent:
-
-        @cute.struct
-        class SharedStorageWithO:
-            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
-            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            sQ: buf(sQ_layout)
-            sK: buf(sK_layout)
-            sV: buf(sV_layout)
-            sO: buf(sQ_layout)
-            mbar_tile: cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
-            sTile: cute.struct.MemRange[cutlass.Int32, TILE_QUEUE_STAGES]
-
-        return SharedStorageWithO
-
-    @cute.struct
-    class SharedStorage:
-        mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
-        mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
-        mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
-        sQ: buf(sQ_layout)
-        sK: buf(sK_layout)
-        sV: buf(sV_layout)
-
-    return SharedStorage
+        fields["sO"] = buf(sQ_layout)
+        fields["mbar_tile"] = cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
+        fields["sTile"] = cute.struct.MemRange[cutlass.Int32, TILE_QUEUE_STAGES]
+    return cute.struct(type("SharedStorage", (), {"__annotations__": fields}))
 
 
 class FlashMaskFwdSm90:
