@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import fm4
+    from bench import variant_table
     from bench.flops import mask_work
     from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
     from bench.runner import time_direction
@@ -95,17 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cols = [*variants, "fa4_dense", "fa4_mask_mod"]
     print(f"\nbackward, S={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, median ms")
-    print("| mask | " + " | ".join(cols) + " | best fm4 / FA4 mask_mod |")
-    print("|---|" + "---|" * (len(cols) + 1))
+    print("\n".join(variant_table.header(cols, "best fm4 / FA4 mask_mod")))
     for r in rows:
-        cells = []
-        for c in cols:
-            t = r.get(c)
-            cells.append("-" if t is None else f"{t:.2f} ({r['gflop'] / t:.0f})")
-        best = min(r[v] for v in variants)
-        peer = r.get("fa4_mask_mod") or r.get("fa4_dense")
-        ratio = f"{peer / best:.3f}x" if peer else "-"
-        print(f"| {r['mask']} | " + " | ".join(cells) + f" | {ratio} |")
+        print(variant_table.row_line(r, cols, variants))
         diffs = {k: v for k, v in r.items() if k.endswith("_maxdiff")}
         if diffs:
             print("   max |grad - default|:", diffs)

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from bench import variant_table
     from bench.flops import mask_work
     from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
     from bench.suite import Case
@@ -283,28 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         del inp, q, k, v
         torch.cuda.empty_cache()
 
-    def row_tf(r: dict, t: float) -> float:
-        return r["gflop"] / t  # GFLOP / ms = TFLOP/s
-
     cols = [*variants, *peers]
     print(
         f"\nS={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, median ms "
         f"(TFLOP/s) over {args.rounds} round(s) of {args.reps} reps"
     )
-    print("| mask | " + " | ".join(cols) + " | best fm4 / FA4 |")
-    print("|---|" + "---|" * (len(cols) + 1))
+    print("\n".join(variant_table.header(cols, "best fm4 / FA4")))
     for r in rows:
-        cells = []
-        for c in cols:
-            t = r.get(c)
-            if t is None or t != t:
-                cells.append("-")
-            else:
-                cells.append(f"{t:.2f} ({row_tf(r, t):.0f})")
-        best = min(r[v] for v in variants)
-        peer = r.get("fa4_mask_mod") or r.get("fa4_dense")
-        ratio = f"{peer / best:.3f}x" if peer else "-"
-        print(f"| {r['mask']} | " + " | ".join(cells) + f" | {ratio} |")
+        print(variant_table.row_line(r, cols, variants))
     if len(variants) > 1:
         first = variants[0]
         print(f"\ntime / time of {first} (same run):")
