@@ -4,8 +4,9 @@ CPU: every kernel compiles for sm_90a on fake tensors; the main kernel's PTX has
 setmaxnreg, fp32 reductions for dQ and no local memory; ptxas reports 0 bytes of spills.
 GPU (sm_90, ``@pytest.mark.gpu``): dq, dk, dv against ``fm4.reference.attention_bwd_ref`` (fp32),
 the kernel's error at most 2x a same-precision PyTorch computation's error plus a small atol.
-The ``sdp_swapab`` variant (Note [SdP swapAB] in ``bwd_sm90.py``) goes through the same checks
-in the tests named ``*swapab*`` (``-k swapab``).
+The tuning table picks the S / dP layout per number of bounds (``SDP_SWAPAB``, Note [SdP swapAB]
+in ``bwd_sm90.py``); the layout it does not pick goes through the same checks in the tests named
+``*other_layout*``.
 """
 
 from __future__ import annotations
@@ -107,13 +108,16 @@ def _assert_spills_at_most(rep: str, allowed: int) -> None:
     assert max(int(spills[1]), int(spills[2])) <= allowed, rep[-2000:]
 
 
-# sdp_swapab (with the other knobs at their defaults unless given)
+# sdp_swapab on (with the other knobs at their defaults unless given) and, last, off
 SWAPAB_CONFIGS = [
     ("BFloat16", 128, True, 0, False, {}),
     ("BFloat16", 128, False, 2, False, {}),
     ("Float16", 64, False, 4, False, {}),
     ("BFloat16", 128, True, 1, True, {}),
     ("BFloat16", 64, True, 2, False, {"pds_stages": 1, "early_dv": False}),
+    ("BFloat16", 128, True, 2, False, {"stats_smem": True}),
+    ("BFloat16", 128, True, 2, False, {"sdp_swapab": False}),
+    ("BFloat16", 128, False, 0, True, {"sdp_swapab": False}),
 ]
 
 
@@ -123,15 +127,20 @@ def test_bwd_main_swapab_compiles_for_sm90a(
     tmp_path, dtype, head_dim, causal, n_bounds, deterministic, knobs
 ):
     """S^T / dP^T (Note [SdP swapAB]): dV and dK are register-A wgmmas, dS is written to smem
-    transposed, lse / Delta arrive by bulk copy; no local memory, no spills."""
+    transposed, lse / Delta loaded by the consumers (to registers, or staged in smem); with
+    sdp_swapab off, every wgmma reads A from smem. No local memory, no spills."""
     flags = ["1" if causal else "0", str(n_bounds), "1" if deterministic else "0"]
     knobs = {"sdp_swapab": True, **knobs}
     args = ["main", dtype, str(head_dim), *flags, json.dumps(knobs)]
     ptx_file, ptx = _compile_and_read_ptx(tmp_path, args)
     wgmma = re.findall(r"wgmma\.mma_async\S*\s+\{[^}]*\},\s*(\S)", ptx)
-    assert wgmma and "{" in wgmma and "%" in wgmma  # A from registers and from smem descriptors
-    assert "stmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in ptx  # dS^T -> sdS as (q, k)
-    assert "cp.async.bulk.shared::cta.global.mbarrier::complete_tx::bytes" in ptx  # lse, Delta
+    bulk_stats = "cp.async.bulk.shared::cta.global.mbarrier::complete_tx::bytes" in ptx
+    if knobs["sdp_swapab"]:
+        assert wgmma and "{" in wgmma and "%" in wgmma  # A from registers and from smem
+        assert "stmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in ptx  # dS^T -> sdS as (q, k)
+        assert not bulk_stats  # lse / Delta: loaded by the consumers
+    else:
+        assert wgmma and set(wgmma) == {"%"} and not bulk_stats
     assert "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32" in ptx
     if deterministic:
         assert "ld.acquire.gpu" in ptx and "red.release.gpu" in ptx
@@ -410,9 +419,17 @@ def _check_deterministic_bitwise(mode, kernel_options):
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU: the sdp_swapab variant (Note [SdP swapAB]) through the same checks
+# GPU: the S / dP layout the tuning table does not pick (sdp_swapab, Note [SdP swapAB]) through
+# the same checks, so both layouts are tested whatever the defaults are
 # ---------------------------------------------------------------------------------------------
 SWAPAB = {"sdp_swapab": True}
+
+
+def _other_layout(n_bounds: int) -> dict:
+    """Kernel options selecting the layout that ``SDP_SWAPAB`` does not pick for ``n_bounds``."""
+    from fm4.cute_kernels.bwd_sm90 import SDP_SWAPAB
+
+    return {"sdp_swapab": not SDP_SWAPAB[n_bounds]}
 
 
 @pytest.mark.gpu
@@ -423,9 +440,9 @@ SWAPAB = {"sdp_swapab": True}
 @pytest.mark.parametrize(
     "head_dim,dtype", [(128, torch.bfloat16), (128, torch.float16), (64, torch.bfloat16)]
 )
-def test_bwd_swapab_dense(sq, sk, causal, head_dim, dtype):
+def test_bwd_other_layout_dense(sq, sk, causal, head_dim, dtype):
     q, k, v, dout = _inputs(2, sq, sk, 4, 2, head_dim, dtype)
-    _run_and_check(q, k, v, dout, None, causal, kernel_options=SWAPAB)
+    _run_and_check(q, k, v, dout, None, causal, kernel_options=_other_layout(0))
 
 
 @pytest.mark.gpu
@@ -434,12 +451,12 @@ def test_bwd_swapab_dense(sq, sk, causal, head_dim, dtype):
 @pytest.mark.parametrize("sq,sk", SHAPES)
 @pytest.mark.parametrize("causal,n", MODES)
 @pytest.mark.parametrize("hm", [1, 4])
-def test_bwd_swapab_bounds(sq, sk, causal, n, hm):
-    """Random bounds (fuzz) with the transposed mask bits, Hm in {1, H}, GQA 4:2."""
+def test_bwd_other_layout_bounds(sq, sk, causal, n, hm):
+    """Random bounds (fuzz), Hm in {1, H}, GQA 4:2 (swapab: the transposed mask bits)."""
     gen = torch.Generator().manual_seed(sq * 7 + sk + n + hm)
     q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
     sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
-    _run_and_check(q, k, v, dout, sri, causal, kernel_options=SWAPAB)
+    _run_and_check(q, k, v, dout, sri, causal, kernel_options=_other_layout(n))
 
 
 @pytest.mark.gpu
@@ -447,11 +464,11 @@ def test_bwd_swapab_bounds(sq, sk, causal, n, hm):
 @needs_sm90
 @pytest.mark.parametrize("sq,sk", SMOKE_SHAPES)
 @pytest.mark.parametrize("causal,n", MODES)
-def test_bwd_swapab_bounds_d64_fp16(sq, sk, causal, n):
+def test_bwd_other_layout_bounds_d64_fp16(sq, sk, causal, n):
     gen = torch.Generator().manual_seed(200 + sq + n)
     q, k, v, dout = _inputs(1, sq, sk, 4, 4, 64, torch.float16, gen_seed=n)
     sri = random_bounds(1, 4, sq, sk, n, gen, causal).cuda()
-    _run_and_check(q, k, v, dout, sri, causal, kernel_options=SWAPAB)
+    _run_and_check(q, k, v, dout, sri, causal, kernel_options=_other_layout(n))
 
 
 @pytest.mark.gpu
@@ -473,61 +490,65 @@ def test_bwd_swapab_knobs(knobs, sq, sk, causal, n):
 @needs_cutlass
 @needs_sm90
 @pytest.mark.parametrize("name", _mask_names())
-def test_bwd_swapab_registry_masks(name):
+def test_bwd_other_layout_registry_masks(name):
     from fm4.masks import make_mask
 
     S, B, H, Hkv = 1024, 2, 4, 2
     mask = make_mask(name, S, batch=B, num_heads=H, device="cuda", seed=3)
     q, k, v, dout = _inputs(B, S, S, H, Hkv, 128, torch.bfloat16)
-    _run_and_check(q, k, v, dout, mask.startend_row_indices, mask.causal, kernel_options=SWAPAB)
+    sri = mask.startend_row_indices
+    opts = _other_layout(0 if sri is None else sri.shape[-1])
+    _run_and_check(q, k, v, dout, sri, mask.causal, kernel_options=opts)
 
 
 @pytest.mark.gpu
 @needs_cutlass
 @needs_sm90
 @pytest.mark.parametrize("hkv", [1, 2, 4])
-def test_bwd_swapab_gqa_mqa(hkv):
-    """lse / Delta slots and the key-row bounds follow each query head of the group."""
+def test_bwd_other_layout_gqa_mqa(hkv):
+    """lse / Delta and the key-row bounds follow each query head of the group."""
     gen = torch.Generator().manual_seed(5)
     q, k, v, dout = _inputs(2, 333, 517, 4, hkv, 128, torch.bfloat16)
     sri = random_bounds(2, 4, 333, 517, 2, gen, False).cuda()
-    _run_and_check(q, k, v, dout, sri, False, kernel_options=SWAPAB)
+    _run_and_check(q, k, v, dout, sri, False, kernel_options=_other_layout(2))
 
 
 @pytest.mark.gpu
 @needs_cutlass
 @needs_sm90
-def test_bwd_swapab_fully_masked_rows_and_columns():
-    _check_fully_masked_rows_and_columns(SWAPAB)
+def test_bwd_other_layout_fully_masked_rows_and_columns():
+    _check_fully_masked_rows_and_columns(_other_layout(4))
 
 
 @pytest.mark.gpu
 @needs_cutlass
 @needs_sm90
-def test_bwd_swapab_causal_sq_longer_than_sk():
+def test_bwd_other_layout_causal_sq_longer_than_sk():
     q, k, v, dout = _inputs(1, 700, 300, 2, 1, 128, torch.bfloat16)
-    _run_and_check(q, k, v, dout, None, True, kernel_options=SWAPAB)
+    _run_and_check(q, k, v, dout, None, True, kernel_options=_other_layout(0))
 
 
 @pytest.mark.gpu
 @needs_cutlass
 @needs_sm90
 @pytest.mark.parametrize("n_mode", [0, 2])
-def test_bwd_swapab_with_dlse(n_mode):
+def test_bwd_other_layout_with_dlse(n_mode):
     gen = torch.Generator().manual_seed(9)
     sq, sk = 257, 390
     q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16)
     sri = random_bounds(2, 2, sq, sk, 2, gen, False).cuda() if n_mode else None
     dlse = torch.randn(2, 4, sq, device="cuda", dtype=torch.float32)
-    _run_and_check(q, k, v, dout, sri, False, dlse=dlse, kernel_options=SWAPAB)
+    opts = _other_layout(n_mode)
+    _run_and_check(q, k, v, dout, sri, False, dlse=dlse, kernel_options=opts)
 
 
 @pytest.mark.gpu
 @needs_cutlass
 @needs_sm90
 @pytest.mark.parametrize("mode", ["causal", "bounds4", "bounds2_causal_gqa"])
-def test_bwd_swapab_deterministic_bitwise(mode):
-    _check_deterministic_bitwise(mode, SWAPAB)
+def test_bwd_other_layout_deterministic_bitwise(mode):
+    n = {"causal": 0, "bounds4": 4, "bounds2_causal_gqa": 2}[mode]
+    _check_deterministic_bitwise(mode, _other_layout(n))
 
 
 @needs_cutlass

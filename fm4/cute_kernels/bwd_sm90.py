@@ -25,8 +25,8 @@ Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
                                dV += P^T dO, dK += dS^T Q       (registers, whole CTA life)
                                dQ  = dS K (each WG half of d) -> smem -> the dQ warp
     epilogue                 dK * scale and dV -> smem (aliasing sK / sV) -> TMA store.
-    Knob ``sdp_swapab`` (default off): S^T and dP^T instead, P^T / dS^T as register operands of
-    dV / dK, no P in smem (Note [SdP swapAB]).
+    Knob ``sdp_swapab`` (default on, ``SDP_SWAPAB``): S^T and dP^T instead, P^T / dS^T as
+    register operands of dV / dK, no P in smem (Note [SdP swapAB]).
 
 The preprocess (``bwd_prepost.py``) gives lse in the log2 domain (+inf for rows that see
 nothing and for padding rows, so P == 0 there: Note [Masked rows] of ``softmax.py``), Delta
@@ -58,23 +58,29 @@ Note [SdP swapAB]
     operands of dV += P^T dO and dK += dS^T Q (RS wgmma, as the forward's P V): P never goes to
     smem (no sP buffer) and dK reads dS from registers. dS still goes to smem for dQ = dS K,
     which needs the query rows as M: stmatrix with .trans writes the (key, query) registers as
-    (query, key) rows, in the layout the default kernel uses.
+    (query, key) rows, in the layout ``sdp_swapab`` off uses.
     - lse and Delta belong to the accumulator's columns: 16 query rows per thread instead of 2.
-      They travel with Q / dO: the producer bulk-copies the m_block's tile_m values (256 bytes,
-      from the padded preprocess outputs, so 16-byte aligned) into a per-stage smem slot on the
-      stage's own mbarrier, whose byte count grows by as much. A consumer reads its 16 values
-      as 8 eight-byte smem loads (pairs of adjacent query rows) right after the stage's wait,
-      just before they are used. Global loads (as many, plus the address arithmetic) would
-      have an L2 latency to hide, so they would be issued before the GEMM waits and hold 32
-      registers across the GEMMs, next to the dK / dV accumulators; the smem slots cost 512
-      bytes per stage and no consumer instruction beyond the loads.
+      With ``stats_smem`` (the default) they are staged in smem, one slot per Q stage: while
+      m_block i is computed, consumer threads 0 .. 2 * tile_m - 1 each load one row of m_block
+      i + 1's lse / Delta from global memory (issued before the stage's wait, so the L2 latency
+      hides behind the GEMMs) and store it into the next stage's slot just before the PdS
+      barrier; after that barrier every thread reads its 16 + 16 values as 8-byte smem loads.
+      The slot written in m_block i was last read in m_block i - 1, before the previous PdS
+      barrier, so named barriers order every access (a head's first m_block is staged before
+      the loop, with one extra barrier). Without ``stats_smem`` each thread loads its 16 + 16
+      values from global memory: 32 more live registers, n = 4 spills, and as slow as
+      ``sdp_swapab`` off (H100, 8K, session 4). A producer-side variant (bulk copy of the rows
+      into the Q / dO stages, on their mbarriers) was 3-8% faster than ``stats_smem`` (separate
+      runs) but compute-sanitizer racecheck reports it as a hazard (the consumers' generic reads
+      against the next bulk copy into the slot, even with a proxy fence and a warp barrier
+      before the release), so it is not kept.
     - Mask of partial tiles: a thread's rows are 2 key columns, so it reads the bounds of those
       2 keys once per (n_block, head) (``mask_apply.key_bound_words``) and turns each rule into
       threshold bit masks over its 16 static query offsets (``mask_bits_transposed``): a few
       integer operations per key row and m_block, no compare per element.
     - Barriers: no per-warpgroup P barrier (dV reads registers); the consumer-wide PdS barrier
       once per m_block after dS is written (plus once before the write with one dS buffer);
-      dQ staging as in the default kernel. ``early_dv`` issues dV += P^T dO before dS is
+      dQ staging as with sdp_swapab off. ``early_dv`` issues dV += P^T dO before dS is
       computed, otherwise after the PdS barrier.
 
 Note [Deterministic dQ]
@@ -99,9 +105,7 @@ import cutlass.memory
 import cutlass.pipeline as pipeline
 import cutlass.utils.hopper_helpers as sm90_utils
 from cutlass import Float32, Int32, const_expr
-from cutlass._mlir.dialects import llvm
 from cutlass.cute.nvgpu import cpasync, warp, warpgroup
-from cutlass.cutlass_dsl import dsl_user_op
 from cutlass.tensor_utils import LayoutEnum
 
 from fm4.cute_kernels.fwd_sm90 import _gemm, _select, _transpose_view
@@ -129,12 +133,13 @@ PDS_STAGES = 2
 # Write P to smem and issue dV += P^T dO as soon as P is ready (a warpgroup reads only its own
 # half of P), overlapping the dV GEMM with dS; else P and dS go to smem together.
 EARLY_DV = True
-# Compute S^T = K Q^T and dP^T = V dO^T (Note [SdP swapAB]): P^T and dS^T stay in registers as
-# the A operands of dV += P^T dO and dK += dS^T Q; no P in smem. H100, 8K, bwd alone (session 3):
-# causal -3.5%, sliding_window -8%, document -11%, share_question -7%; its GPU tests pass, but
-# compute-sanitizer racecheck reports 12 hazards on tests/gpu_sanitize_case.py --bwd with it on
-# (0 with it off), so it stays off until that is found and fixed (NOTES.md).
-SDP_SWAPAB = False
+# Compute S^T = K Q^T and dP^T = V dO^T (Note [SdP swapAB]), per number of bounds: P^T and dS^T
+# stay in registers as the A operands of dV += P^T dO and dK += dS^T Q; no P in smem.
+SDP_SWAPAB: dict[int, bool] = {0: True, 1: True, 2: True, 4: True}
+# sdp_swapab: each m_block's lse / Delta staged in smem by the consumers one m_block ahead
+# (True), or read by every consumer thread from global memory (False: 16 + 16 registers per
+# thread, n = 4 spills, and as slow as sdp_swapab off).
+SWAPAB_STATS_SMEM = True
 NUM_CONSUMER_WARPGROUPS = 2  # each owns tile_n / 2 key columns (S, dP, dK, dV), d / 2 of dQ
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
@@ -160,6 +165,8 @@ class NamedBarrierBwd(enum.IntEnum):
     dQEmpty = 5
     # Consumer warpgroup w alone: its half of P written, its dV GEMM may read it (id P + w).
     P = 7
+    # All consumer threads: a head's first lse / Delta rows staged in smem (stats_smem).
+    Stats = 9
 
 
 def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: int = 0):
@@ -176,62 +183,29 @@ def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: 
     return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
 
 
-def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple):
-    """The smem of the ``sdp_swapab`` kernel (Note [SdP swapAB]): no P buffer; lse and Delta of
-    each Q / dO stage's rows (fp32, loaded with Q / dO)."""
+def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple, stats):
+    """The smem of the ``sdp_swapab`` kernel (Note [SdP swapAB]): no P buffer; with ``stats``,
+    lse and Delta of each Q / dO stage's rows (fp32, bulk-copied with Q / dO)."""
     sQ_layout, sdO_layout, sK_layout, sV_layout, sdS_layout = layouts
 
     def buf(layout):
         return cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(layout)], SMEM_ALIGN_BYTES]
 
-    def stat_buf():  # bulk copies need 16-byte alignment
-        return cute.struct.Align[cute.struct.MemRange[Float32, tile_m * stages], 128]
-
-    @cute.struct
-    class SharedStorageSwapAB:
-        mbar_kv: cute.struct.MemRange[cutlass.Int64, 2]
-        mbar_q: cute.struct.MemRange[cutlass.Int64, stages * 2]
-        mbar_do: cute.struct.MemRange[cutlass.Int64, stages * 2]
-        sLSE: stat_buf()
-        sDelta: stat_buf()
-        sQ: buf(sQ_layout)
-        sdO: buf(sdO_layout)
-        sK: buf(sK_layout)
-        sV: buf(sV_layout)
-        sdS: buf(sdS_layout)
-        # dQ of one m_block, fp32, in the order of Note [dQ accumulator layout].
-        sdQ: cute.struct.Align[cute.struct.MemRange[Float32, tile_m * head_dim], SMEM_ALIGN_BYTES]
-
-    return SharedStorageSwapAB
-
-
-@dsl_user_op
-def _bulk_load_g2s(
-    gmem_ptr: cute.Pointer,
-    smem_ptr: cute.Pointer,
-    mbar_ptr: cute.Pointer,
-    num_bytes: int,
-    *,
-    loc=None,
-    ip=None,
-) -> None:
-    """``cp.async.bulk`` of ``num_bytes`` contiguous bytes from global to shared memory,
-    completing on the mbarrier (transaction bytes). Issued by one thread; both addresses 16-byte
-    aligned, ``num_bytes`` a multiple of 16."""
-    llvm.inline_asm(
-        None,
-        [
-            gmem_ptr.llvm_ptr,
-            smem_ptr.toint(loc=loc, ip=ip).ir_value(),
-            mbar_ptr.toint(loc=loc, ip=ip).ir_value(),
-            Int32(num_bytes).ir_value(loc=loc, ip=ip),
-        ],
-        "cp.async.bulk.shared::cta.global.mbarrier::complete_tx::bytes [$1], [$0], $3, [$2];",
-        "l,r,r,r",
-        has_side_effects=True,
-        is_align_stack=False,
-        asm_dialect=llvm.AsmDialect.AD_ATT,
-    )
+    fields = {
+        "mbar_kv": cute.struct.MemRange[cutlass.Int64, 2],
+        "mbar_q": cute.struct.MemRange[cutlass.Int64, stages * 2],
+        "mbar_do": cute.struct.MemRange[cutlass.Int64, stages * 2],
+    }
+    if stats:  # 8-byte loads of pairs of rows
+        for name in ("sLSE", "sDelta"):
+            fields[name] = cute.struct.Align[cute.struct.MemRange[Float32, tile_m * stages], 16]
+    fields.update(sQ=buf(sQ_layout), sdO=buf(sdO_layout), sK=buf(sK_layout), sV=buf(sV_layout))
+    fields["sdS"] = buf(sdS_layout)
+    # dQ of one m_block, fp32, in the order of Note [dQ accumulator layout].
+    fields["sdQ"] = cute.struct.Align[
+        cute.struct.MemRange[Float32, tile_m * head_dim], SMEM_ALIGN_BYTES
+    ]
+    return cute.struct(type("SharedStorageSwapAB", (), {"__annotations__": fields}))
 
 
 def bwd_tiled_mmas(
@@ -296,6 +270,7 @@ class FlashMaskBwdSm90:
         pds_stages: int | None = None,
         early_dv: bool | None = None,
         sdp_swapab: bool | None = None,
+        stats_smem: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
         ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``, ``early_dv``, ``sdp_swapab``:
@@ -321,7 +296,9 @@ class FlashMaskBwdSm90:
         self.num_stages = num_stages or cfg_stages
         self.pds_stages = pds_stages or PDS_STAGES
         self.early_dv = EARLY_DV if early_dv is None else early_dv
-        self.sdp_swapab = SDP_SWAPAB if sdp_swapab is None else bool(sdp_swapab)
+        self.sdp_swapab = SDP_SWAPAB[n_bounds] if sdp_swapab is None else bool(sdp_swapab)
+        stats_smem = SWAPAB_STATS_SMEM if stats_smem is None else bool(stats_smem)
+        self.stats_smem = self.sdp_swapab and stats_smem
         assert self.pds_stages in (1, self.num_stages), "P / dS stages: 1 or the Q stages"
         assert self.tile_m == 64, "one 64-row wgmma atom of S per warpgroup"
         assert self.tile_n == 64 * NUM_CONSUMER_WARPGROUPS
@@ -411,7 +388,6 @@ class FlashMaskBwdSm90:
 
         self.shared_storage = SharedStorage
         # lse / Delta bytes loaded with each Q / dO stage (Note [SdP swapAB])
-        self.bytes_stats = 0
         if const_expr(self.sdp_swapab):
             self.shared_storage = _swapab_shared_storage(
                 self.dtype,
@@ -419,8 +395,8 @@ class FlashMaskBwdSm90:
                 self.tile_m,
                 d,
                 (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
+                self.stats_smem,
             )
-            self.bytes_stats = self.tile_m * 4
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
         store_op = cpasync.CopyBulkTensorTileS2GOp()
@@ -520,10 +496,8 @@ class FlashMaskBwdSm90:
         n_mma, st = self.num_mma_threads, self.num_stages
         # K and V share one stage (one barrier, both byte counts); Q and dO go stage by stage.
         pipeline_kv = tma_pipeline(storage.mbar_kv.data_ptr(), 1, self.bytes_kv, n_mma)
-        # With sdp_swapab, each stage also receives its rows' lse (Q) / Delta (dO).
-        bytes_q = self.bytes_q + self.bytes_stats
-        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), st, bytes_q, n_mma)
-        pipeline_do = tma_pipeline(storage.mbar_do.data_ptr(), st, bytes_q, n_mma)
+        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), st, self.bytes_q, n_mma)
+        pipeline_do = tma_pipeline(storage.mbar_do.data_ptr(), st, self.bytes_q, n_mma)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
@@ -536,12 +510,10 @@ class FlashMaskBwdSm90:
             sP = storage.sP.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
         sdS = storage.sdS.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
         sdQ = storage.sdQ.get_tensor(cute.make_layout(self.tile_m * self.head_dim))
-        stats = None  # sdp_swapab: lse / Delta in global memory and their smem stages
-        if const_expr(self.sdp_swapab):
+        stats = None  # stats_smem: the lse / Delta slots (one per Q stage)
+        if const_expr(self.stats_smem):
             stat_layout = cute.make_layout((self.tile_m, st))
-            sLSE = storage.sLSE.get_tensor(stat_layout)
-            sDelta = storage.sDelta.get_tensor(stat_layout)
-            stats = (mLSElog2, mDelta, sLSE, sDelta)
+            stats = (storage.sLSE.get_tensor(stat_layout), storage.sDelta.get_tensor(stat_layout))
 
         n_block, head_kv, batch = cute.arch.block_idx()
         lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
@@ -562,7 +534,6 @@ class FlashMaskBwdSm90:
                     batch,
                     group,
                     lists,
-                    stats,
                 )
             if warp_idx == 1:
                 self.dq_store(
@@ -680,7 +651,6 @@ class FlashMaskBwdSm90:
         batch: Int32,
         group: Int32,
         lists: tuple,
-        stats: tuple | None,  # sdp_swapab: mLSElog2, mDelta (b, h, s_q_padded), sLSE, sDelta
     ):
         mQ, mK, mV, mdO = gmem
         sQ, sK, sV, sdO = smem
@@ -715,38 +685,11 @@ class FlashMaskBwdSm90:
             tdOsdO, tdOgdO = cpasync.tma_partition(
                 tma_atom_dO, 0, one, cute.group_modes(sdO, 0, 2), cute.group_modes(gdO, 0, 2)
             )
-            mLSEcur, mDeltaCur = None, None
-            if const_expr(stats is not None):
-                mLSEcur, mDeltaCur = stats[0][batch, head, None], stats[1][batch, head, None]
             for i in cutlass.range(blocks[0], unroll=1):
                 m_block = self.m_block_at(i, blocks)
                 tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, m_block)
-                if const_expr(stats is not None):
-                    self.load_row_stat(pipeline_q, q_state, mLSEcur, stats[2], m_block)
                 tma_load(pipeline_do, q_state, tma_atom_dO, tdOgdO, tdOsdO, m_block)
-                if const_expr(stats is not None):
-                    self.load_row_stat(pipeline_do, q_state, mDeltaCur, stats[3], m_block)
                 q_state.advance()
-
-    @cute.jit
-    def load_row_stat(
-        self,
-        pipe: pipeline.PipelineAsync,
-        state: pipeline.PipelineState,
-        mStat: cute.Tensor,  # (s_q_padded,) fp32: lse_log2 or Delta of one (batch, head)
-        sStat: cute.Tensor,  # (tile_m, stages) fp32
-        m_block: Int32,
-    ) -> None:
-        """Bulk-copy the m_block's tile_m values of a row statistic into the stage's slot; the
-        stage's mbarrier counts its bytes (``bytes_stats``). 16-byte aligned: s_q_padded is a
-        multiple of tile_m and the launcher allocates the statistics contiguous."""
-        with cute.arch.elect_one():
-            _bulk_load_g2s(
-                mStat.iterator + m_block * self.tile_m,
-                sStat[None, state.index].iterator,
-                pipe.producer_get_barrier(state),
-                self.tile_m * 4,
-            )
 
     # ----------------------------------------------------------------------------------------
     # dQ warp
@@ -926,12 +869,13 @@ class FlashMaskBwdSm90:
             ctx = (
                 swap_ops,
                 (tdQsdQ, wg_idx),
-                (stats[2], stats[3]),
+                stats,
                 pipeline_q,
                 pipeline_do,
                 scale_log2,
                 seqlen_q,
                 seqlen_k,
+                tidx,
             )
         else:
             ctx = (
@@ -974,14 +918,23 @@ class FlashMaskBwdSm90:
                         swap_ops[6][0],
                         self.n_bounds,
                     )
-                per_head = (words, n_block)
+                stats_g = (mLSElog2[batch, head, None], mDelta[batch, head, None])
+                per_head = (words, n_block, stats_g)
+                # stats_smem: the head's first m_block's rows are staged here, the others one
+                # m_block ahead (Note [SdP swapAB]).
+                if const_expr(self.stats_smem):  # noqa: SIM102 (compile-time, then run-time)
+                    if blocks[0] > 0:
+                        first = self.load_stat_row(stats_g, self.m_block_at(0, blocks), tidx)
+                        self.store_stat_row(stats, first, q_state.index, tidx)
+                        cute.arch.barrier(
+                            barrier_id=int(NamedBarrierBwd.Stats),
+                            number_of_threads=self.num_mma_threads,
+                        )
                 for i in cutlass.range(blocks[1], unroll=1):
-                    q_state = self.mma_one_m_block_swapab(
-                        q_state, self.m_block_at(i, blocks), True, ctx, per_head
-                    )
+                    q_state = self.mma_one_m_block_swapab(q_state, (i, blocks), True, ctx, per_head)
                 for i in cutlass.range(blocks[1], blocks[0], unroll=1):
                     q_state = self.mma_one_m_block_swapab(
-                        q_state, self.m_block_at(i, blocks), False, ctx, per_head
+                        q_state, (i, blocks), False, ctx, per_head
                     )
             else:
                 mLSEcur = mLSElog2[batch, head, None]
@@ -1198,10 +1151,45 @@ class FlashMaskBwdSm90:
         return vals
 
     @cute.jit
+    def load_stat_row(self, stats_g: tuple, m_block: Int32, tidx: Int32) -> Float32:
+        """Consumer thread ``tidx`` < 2 * tile_m: row ``tidx % tile_m`` of the m_block's lse
+        (first tile_m threads) or Delta (next tile_m) from global memory (0 otherwise)."""
+        val = Float32(0.0)
+        if tidx < 2 * self.tile_m:
+            row = m_block * self.tile_m + tidx % self.tile_m
+            if tidx < self.tile_m:
+                val = stats_g[0][row]
+            else:
+                val = stats_g[1][row]
+        return val
+
+    @cute.jit
+    def store_stat_row(self, sStats: tuple, val: Float32, slot: Int32, tidx: Int32) -> None:
+        """The value of :meth:`load_stat_row` into lse / Delta slot ``slot``."""
+        if tidx < 2 * self.tile_m:
+            if tidx < self.tile_m:
+                sStats[0][tidx, slot] = val
+            else:
+                sStats[1][tidx - self.tile_m, slot] = val
+
+    @cute.jit
+    def stat_cols_gmem(self, mStat: cute.Tensor, row0: Int32) -> cute.Tensor:
+        """lse / Delta of this thread's query columns from global memory (``mStat``: one
+        (batch, head)'s padded row statistic; ``row0`` the thread's first column's row): pairs
+        of adjacent rows, one 8-byte load each (row0 is even, s_q_padded a multiple of tile_m)."""
+        n = len(self.query_offs)
+        base = mStat.iterator + row0
+        ptr = cute.make_ptr(Float32, base.toint(), cute.AddressSpace.gmem, assumed_align=8)
+        src = cute.make_tensor(ptr, cute.make_layout((2, n // 2), stride=(1, 8)))
+        vals = cute.make_rmem_tensor((2, n // 2), Float32)
+        vals.store(src.load())
+        return vals
+
+    @cute.jit
     def mma_one_m_block_swapab(
         self,
         q_state: pipeline.PipelineState,
-        m_block: Int32,
+        at: tuple,  # i, blocks: the i-th m_block of a block_range sequence
         masked: cutlass.Constexpr[bool],
         ctx: tuple,
         per_head: tuple,
@@ -1209,13 +1197,15 @@ class FlashMaskBwdSm90:
         """All five GEMMs of one (m_block, n_block) tile, S and dP transposed (Note [SdP
         swapAB]); dQ added to global memory."""
         swap_ops, dq_stage, sStats, pipeline_q, pipeline_do = ctx[:5]
-        scale_log2, seqlen_q, seqlen_k = ctx[5:]
+        scale_log2, seqlen_q, seqlen_k, tidx = ctx[5:]
+        i, blocks = at
+        m_block = self.m_block_at(i, blocks)
         frags, acc_shape_S, acc_shape_dQ, acc_dK, acc_dV, tScS_mn = swap_ops[:6]
         st_atom, thr_st_dS, tdSsdS = swap_ops[7]
         mma_sdp, mma_dkv, mma_dq = swap_ops[8]
         tSrK, tSrQ, tdPrV, tdPrdO, tdVrdOt, tdKrQt, tdQrdS, tdQrKt = frags
-        sLSE, sDelta = sStats
-        words, n_block = per_head
+        words, n_block, stats_g = per_head
+        mLSEcur, mDeltaCur = stats_g
         tdQsdQ, wg_idx = dq_stage
         num_rows = cute.size(tScS_mn, mode=[0])  # key rows
         num_cols = cute.size(tScS_mn, mode=[1])  # query columns
@@ -1239,10 +1229,20 @@ class FlashMaskBwdSm90:
                 self.n_bounds,
             )
 
+        has_next = i + 1 < blocks[0]
+        next_stat = Float32(0.0)
+        # stats_smem: the next m_block's lse / Delta row, staged below
+        if const_expr(self.stats_smem):  # noqa: SIM102 (compile-time, then run-time)
+            if has_next:
+                next_stat = self.load_stat_row(stats_g, self.m_block_at(i + 1, blocks), tidx)
         pipeline_q.consumer_wait(q_state)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         _gemm(mma_sdp, acc_S, tSrK, tSrQ[None, None, None, stage], True, -1)
-        lse = self.stat_cols(sLSE, stage, query_first)  # arrived with Q
+        lse, delta = None, None
+        if const_expr(self.stats_smem):
+            lse = self.stat_cols(sStats[0], stage, query_first)
+        else:  # from global memory (L2), while S and dP are computed
+            lse = self.stat_cols_gmem(mLSEcur, m_block * self.tile_m + query_first)
         pipeline_do.consumer_wait(q_state)
         acc_dP = cute.make_rmem_tensor(acc_shape_S, Float32)
         _gemm(mma_sdp, acc_dP, tdPrV, tdPrdO[None, None, None, stage], True, 1)
@@ -1261,6 +1261,8 @@ class FlashMaskBwdSm90:
         # P^T in 16 bits is the register A operand of dV += P^T dO (never stored).
         rP = cute.make_rmem_tensor(acc_shape_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
+        if const_expr(not self.stats_smem):
+            delta = self.stat_cols_gmem(mDeltaCur, m_block * self.tile_m + query_first)
         ps = stage if const_expr(self.pds_stages > 1) else 0
 
         def issue_dv():  # dV += P^T dO, left in flight (rP stays untouched until it completes)
@@ -1271,7 +1273,8 @@ class FlashMaskBwdSm90:
 
         # dS^T = P^T * (dP^T - Delta of the column)
         warpgroup.wait_group(1 if const_expr(self.early_dv) else 0)
-        delta = self.stat_cols(sDelta, stage, query_first)  # arrived with dO
+        if const_expr(self.stats_smem):
+            delta = self.stat_cols(sStats[1], stage, query_first)
         dp_mn = acc_to_mn(acc_dP)
         for r in cutlass.range_constexpr(num_rows):
             for c in cutlass.range_constexpr(num_cols):
@@ -1284,6 +1287,11 @@ class FlashMaskBwdSm90:
         # kernel (the reads of this stage's buffer were waited for before the last barrier).
         if const_expr(self.pds_stages == 1):
             self.pds_barrier()
+        # The next stage's slots: every consumer read them (one m_block ago) before the last
+        # PdS barrier; they read them again after the next one.
+        if const_expr(self.stats_smem):  # noqa: SIM102 (compile-time, then run-time)
+            if has_next:
+                self.store_stat_row(sStats, next_stat, (stage + 1) % self.num_stages, tidx)
         cute.copy(st_atom, thr_st_dS.retile(rdS), tdSsdS[None, None, None, ps])
         cute.arch.fence_view_async_shared()
         self.pds_barrier()
