@@ -23,7 +23,6 @@ VARIANTS: dict[str, dict] = {
     "early_dv_pds2": {"early_dv": True, "pds_stages": 2},
     "swapab": {"sdp_swapab": True},  # S^T / dP^T, RS dV / dK (Note [SdP swapAB] in bwd_sm90)
     "plain": {"sdp_swapab": False},  # S / dP, P and dS through smem
-    "stats_gmem": {"sdp_swapab": True, "stats_smem": False},  # lse / Delta from global memory
 }
 
 

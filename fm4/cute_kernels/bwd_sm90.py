@@ -60,20 +60,19 @@ Note [SdP swapAB]
     which needs the query rows as M: stmatrix with .trans writes the (key, query) registers as
     (query, key) rows, in the layout ``sdp_swapab`` off uses.
     - lse and Delta belong to the accumulator's columns: 16 query rows per thread instead of 2.
-      With ``stats_smem`` (the default) they are staged in smem, one slot per Q stage: while
-      m_block i is computed, consumer threads 0 .. 2 * tile_m - 1 each load one row of m_block
-      i + 1's lse / Delta from global memory (issued before the stage's wait, so the L2 latency
-      hides behind the GEMMs) and store it into the next stage's slot just before the PdS
-      barrier; after that barrier every thread reads its 16 + 16 values as 8-byte smem loads.
-      The slot written in m_block i was last read in m_block i - 1, before the previous PdS
-      barrier, so named barriers order every access (a head's first m_block is staged before
-      the loop, with one extra barrier). Without ``stats_smem`` each thread loads its 16 + 16
-      values from global memory: 32 more live registers, n = 4 spills, and as slow as
-      ``sdp_swapab`` off (H100, 8K, session 4). A producer-side variant (bulk copy of the rows
-      into the Q / dO stages, on their mbarriers) was 3-8% faster than ``stats_smem`` (separate
-      runs) but compute-sanitizer racecheck reports it as a hazard (the consumers' generic reads
-      against the next bulk copy into the slot, even with a proxy fence and a warp barrier
-      before the release), so it is not kept.
+      They are staged in smem, one slot per Q stage: while m_block i is computed, consumer
+      threads 0 .. 2 * tile_m - 1 each load one row of m_block i + 1's lse / Delta from global
+      memory (issued before the stage's wait, so the L2 latency hides behind the GEMMs) and
+      store it into the next stage's slot just before the PdS barrier; after that barrier every
+      thread reads its 16 + 16 values as 8-byte smem loads. The slot written in m_block i was
+      last read in m_block i - 1, before the previous PdS barrier, so named barriers order every
+      access (a head's first m_block is staged before the loop, with one extra barrier).
+      Measured and not kept (H100, 8K, session 4; NOTES.md): each thread loading its 16 + 16
+      values from global memory (32 more live registers, n = 4 spills, as slow as
+      ``sdp_swapab`` off); the producer bulk-copying the rows into the Q / dO stages on their
+      mbarriers (3-8% faster, but compute-sanitizer racecheck reports the consumers' generic
+      reads against the next bulk copy into the slot as hazards, even with a proxy fence and a
+      warp barrier before the release).
     - Mask of partial tiles: a thread's rows are 2 key columns, so it reads the bounds of those
       2 keys once per (n_block, head) (``mask_apply.key_bound_words``) and turns each rule into
       threshold bit masks over its 16 static query offsets (``mask_bits_transposed``): a few
@@ -136,10 +135,6 @@ EARLY_DV = True
 # Compute S^T = K Q^T and dP^T = V dO^T (Note [SdP swapAB]), per number of bounds: P^T and dS^T
 # stay in registers as the A operands of dV += P^T dO and dK += dS^T Q; no P in smem.
 SDP_SWAPAB: dict[int, bool] = {0: True, 1: True, 2: True, 4: True}
-# sdp_swapab: each m_block's lse / Delta staged in smem by the consumers one m_block ahead
-# (True), or read by every consumer thread from global memory (False: 16 + 16 registers per
-# thread, n = 4 spills, and as slow as sdp_swapab off).
-SWAPAB_STATS_SMEM = True
 NUM_CONSUMER_WARPGROUPS = 2  # each owns tile_n / 2 key columns (S, dP, dK, dV), d / 2 of dQ
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
@@ -165,7 +160,7 @@ class NamedBarrierBwd(enum.IntEnum):
     dQEmpty = 5
     # Consumer warpgroup w alone: its half of P written, its dV GEMM may read it (id P + w).
     P = 7
-    # All consumer threads: a head's first lse / Delta rows staged in smem (stats_smem).
+    # All consumer threads: a head's first lse / Delta rows staged in smem (sdp_swapab).
     Stats = 9
 
 
@@ -183,9 +178,9 @@ def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: 
     return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
 
 
-def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple, stats):
-    """The smem of the ``sdp_swapab`` kernel (Note [SdP swapAB]): no P buffer; with ``stats``,
-    lse and Delta of each Q / dO stage's rows (fp32, bulk-copied with Q / dO)."""
+def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple):
+    """The smem of the ``sdp_swapab`` kernel (Note [SdP swapAB]): no P buffer; lse and Delta
+    of each Q stage's rows (fp32, staged by the consumers)."""
     sQ_layout, sdO_layout, sK_layout, sV_layout, sdS_layout = layouts
 
     def buf(layout):
@@ -196,9 +191,8 @@ def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layou
         "mbar_q": cute.struct.MemRange[cutlass.Int64, stages * 2],
         "mbar_do": cute.struct.MemRange[cutlass.Int64, stages * 2],
     }
-    if stats:  # 8-byte loads of pairs of rows
-        for name in ("sLSE", "sDelta"):
-            fields[name] = cute.struct.Align[cute.struct.MemRange[Float32, tile_m * stages], 16]
+    for name in ("sLSE", "sDelta"):  # 8-byte loads of pairs of rows
+        fields[name] = cute.struct.Align[cute.struct.MemRange[Float32, tile_m * stages], 16]
     fields.update(sQ=buf(sQ_layout), sdO=buf(sdO_layout), sK=buf(sK_layout), sV=buf(sV_layout))
     fields["sdS"] = buf(sdS_layout)
     # dQ of one m_block, fp32, in the order of Note [dQ accumulator layout].
@@ -270,7 +264,6 @@ class FlashMaskBwdSm90:
         pds_stages: int | None = None,
         early_dv: bool | None = None,
         sdp_swapab: bool | None = None,
-        stats_smem: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
         ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``, ``early_dv``, ``sdp_swapab``:
@@ -297,8 +290,6 @@ class FlashMaskBwdSm90:
         self.pds_stages = pds_stages or PDS_STAGES
         self.early_dv = EARLY_DV if early_dv is None else early_dv
         self.sdp_swapab = SDP_SWAPAB[n_bounds] if sdp_swapab is None else bool(sdp_swapab)
-        stats_smem = SWAPAB_STATS_SMEM if stats_smem is None else bool(stats_smem)
-        self.stats_smem = self.sdp_swapab and stats_smem
         assert self.pds_stages in (1, self.num_stages), "P / dS stages: 1 or the Q stages"
         assert self.tile_m == 64, "one 64-row wgmma atom of S per warpgroup"
         assert self.tile_n == 64 * NUM_CONSUMER_WARPGROUPS
@@ -387,7 +378,6 @@ class FlashMaskBwdSm90:
             ]
 
         self.shared_storage = SharedStorage
-        # lse / Delta bytes loaded with each Q / dO stage (Note [SdP swapAB])
         if const_expr(self.sdp_swapab):
             self.shared_storage = _swapab_shared_storage(
                 self.dtype,
@@ -395,7 +385,6 @@ class FlashMaskBwdSm90:
                 self.tile_m,
                 d,
                 (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
-                self.stats_smem,
             )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
@@ -510,8 +499,8 @@ class FlashMaskBwdSm90:
             sP = storage.sP.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
         sdS = storage.sdS.get_tensor(sPdS_layout.outer, swizzle=sPdS_layout.inner)
         sdQ = storage.sdQ.get_tensor(cute.make_layout(self.tile_m * self.head_dim))
-        stats = None  # stats_smem: the lse / Delta slots (one per Q stage)
-        if const_expr(self.stats_smem):
+        stats = None  # sdp_swapab: the lse / Delta slots (one per Q stage)
+        if const_expr(self.sdp_swapab):
             stat_layout = cute.make_layout((self.tile_m, st))
             stats = (storage.sLSE.get_tensor(stat_layout), storage.sDelta.get_tensor(stat_layout))
 
@@ -920,16 +909,15 @@ class FlashMaskBwdSm90:
                     )
                 stats_g = (mLSElog2[batch, head, None], mDelta[batch, head, None])
                 per_head = (words, n_block, stats_g)
-                # stats_smem: the head's first m_block's rows are staged here, the others one
+                # The head's first m_block's lse / Delta rows are staged here, the others one
                 # m_block ahead (Note [SdP swapAB]).
-                if const_expr(self.stats_smem):  # noqa: SIM102 (compile-time, then run-time)
-                    if blocks[0] > 0:
-                        first = self.load_stat_row(stats_g, self.m_block_at(0, blocks), tidx)
-                        self.store_stat_row(stats, first, q_state.index, tidx)
-                        cute.arch.barrier(
-                            barrier_id=int(NamedBarrierBwd.Stats),
-                            number_of_threads=self.num_mma_threads,
-                        )
+                if blocks[0] > 0:
+                    first = self.load_stat_row(stats_g, self.m_block_at(0, blocks), tidx)
+                    self.store_stat_row(stats, first, q_state.index, tidx)
+                    cute.arch.barrier(
+                        barrier_id=int(NamedBarrierBwd.Stats),
+                        number_of_threads=self.num_mma_threads,
+                    )
                 for i in cutlass.range(blocks[1], unroll=1):
                     q_state = self.mma_one_m_block_swapab(q_state, (i, blocks), True, ctx, per_head)
                 for i in cutlass.range(blocks[1], blocks[0], unroll=1):
@@ -1173,19 +1161,6 @@ class FlashMaskBwdSm90:
                 sStats[1][tidx - self.tile_m, slot] = val
 
     @cute.jit
-    def stat_cols_gmem(self, mStat: cute.Tensor, row0: Int32) -> cute.Tensor:
-        """lse / Delta of this thread's query columns from global memory (``mStat``: one
-        (batch, head)'s padded row statistic; ``row0`` the thread's first column's row): pairs
-        of adjacent rows, one 8-byte load each (row0 is even, s_q_padded a multiple of tile_m)."""
-        n = len(self.query_offs)
-        base = mStat.iterator + row0
-        ptr = cute.make_ptr(Float32, base.toint(), cute.AddressSpace.gmem, assumed_align=8)
-        src = cute.make_tensor(ptr, cute.make_layout((2, n // 2), stride=(1, 8)))
-        vals = cute.make_rmem_tensor((2, n // 2), Float32)
-        vals.store(src.load())
-        return vals
-
-    @cute.jit
     def mma_one_m_block_swapab(
         self,
         q_state: pipeline.PipelineState,
@@ -1205,7 +1180,6 @@ class FlashMaskBwdSm90:
         mma_sdp, mma_dkv, mma_dq = swap_ops[8]
         tSrK, tSrQ, tdPrV, tdPrdO, tdVrdOt, tdKrQt, tdQrdS, tdQrKt = frags
         words, n_block, stats_g = per_head
-        mLSEcur, mDeltaCur = stats_g
         tdQsdQ, wg_idx = dq_stage
         num_rows = cute.size(tScS_mn, mode=[0])  # key rows
         num_cols = cute.size(tScS_mn, mode=[1])  # query columns
@@ -1231,18 +1205,12 @@ class FlashMaskBwdSm90:
 
         has_next = i + 1 < blocks[0]
         next_stat = Float32(0.0)
-        # stats_smem: the next m_block's lse / Delta row, staged below
-        if const_expr(self.stats_smem):  # noqa: SIM102 (compile-time, then run-time)
-            if has_next:
-                next_stat = self.load_stat_row(stats_g, self.m_block_at(i + 1, blocks), tidx)
+        if has_next:  # the next m_block's lse / Delta row, staged below
+            next_stat = self.load_stat_row(stats_g, self.m_block_at(i + 1, blocks), tidx)
         pipeline_q.consumer_wait(q_state)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         _gemm(mma_sdp, acc_S, tSrK, tSrQ[None, None, None, stage], True, -1)
-        lse, delta = None, None
-        if const_expr(self.stats_smem):
-            lse = self.stat_cols(sStats[0], stage, query_first)
-        else:  # from global memory (L2), while S and dP are computed
-            lse = self.stat_cols_gmem(mLSEcur, m_block * self.tile_m + query_first)
+        lse = self.stat_cols(sStats[0], stage, query_first)
         pipeline_do.consumer_wait(q_state)
         acc_dP = cute.make_rmem_tensor(acc_shape_S, Float32)
         _gemm(mma_sdp, acc_dP, tdPrV, tdPrdO[None, None, None, stage], True, 1)
@@ -1261,8 +1229,6 @@ class FlashMaskBwdSm90:
         # P^T in 16 bits is the register A operand of dV += P^T dO (never stored).
         rP = cute.make_rmem_tensor(acc_shape_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
-        if const_expr(not self.stats_smem):
-            delta = self.stat_cols_gmem(mDeltaCur, m_block * self.tile_m + query_first)
         ps = stage if const_expr(self.pds_stages > 1) else 0
 
         def issue_dv():  # dV += P^T dO, left in flight (rP stays untouched until it completes)
@@ -1273,8 +1239,7 @@ class FlashMaskBwdSm90:
 
         # dS^T = P^T * (dP^T - Delta of the column)
         warpgroup.wait_group(1 if const_expr(self.early_dv) else 0)
-        if const_expr(self.stats_smem):
-            delta = self.stat_cols(sStats[1], stage, query_first)
+        delta = self.stat_cols(sStats[1], stage, query_first)
         dp_mn = acc_to_mn(acc_dP)
         for r in cutlass.range_constexpr(num_rows):
             for c in cutlass.range_constexpr(num_cols):
@@ -1289,9 +1254,8 @@ class FlashMaskBwdSm90:
             self.pds_barrier()
         # The next stage's slots: every consumer read them (one m_block ago) before the last
         # PdS barrier; they read them again after the next one.
-        if const_expr(self.stats_smem):  # noqa: SIM102 (compile-time, then run-time)
-            if has_next:
-                self.store_stat_row(sStats, next_stat, (stage + 1) % self.num_stages, tidx)
+        if has_next:
+            self.store_stat_row(sStats, next_stat, (stage + 1) % self.num_stages, tidx)
         cute.copy(st_atom, thr_st_dS.retile(rdS), tdSsdS[None, None, None, ps])
         cute.arch.fence_view_async_shared()
         self.pds_barrier()
