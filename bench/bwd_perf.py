@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masks", default="causal,sliding_window,document,share_question")
     ap.add_argument("--variants", default="default,pds2")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--peers", default="fa4_dense,fa4_mask_mod", help="'none' for fm4 only")
     args = ap.parse_args(argv)
 
     import torch
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     S, H, D = args.seqlen, args.heads, 128
     B = max(1, 16 * 8192 // S)
     variants = args.variants.split(",")
+    peers = [] if args.peers == "none" else args.peers.split(",")
     kw = {"warmup": 2, "min_reps": args.reps, "max_reps": args.reps}
     rows = []
     for mask in args.masks.split(","):
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 row[f"{name}_maxdiff"] = diff
             row[name] = time_cuda(run, **kw).median_ms
         for impl_cls, label in ((Fa4Dense, "fa4_dense"), (Fa4MaskMod, "fa4_mask_mod")):
+            if label not in peers:
+                continue
             impl = impl_cls(dev)
             if impl.available()[0] and impl.applies(case)[0]:
                 try:
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         del inp, q, k, v, out, lse
         torch.cuda.empty_cache()
 
-    cols = [*variants, "fa4_dense", "fa4_mask_mod"]
+    cols = [*variants, *peers]
     print(f"\nbackward, S={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, median ms")
     print("\n".join(variant_table.header(cols, "best fm4 / FA4 mask_mod")))
     for r in rows:

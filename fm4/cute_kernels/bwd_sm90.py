@@ -60,19 +60,25 @@ Note [SdP swapAB]
     which needs the query rows as M: stmatrix with .trans writes the (key, query) registers as
     (query, key) rows, in the layout ``sdp_swapab`` off uses.
     - lse and Delta belong to the accumulator's columns: 16 query rows per thread instead of 2.
-      They are staged in smem, one slot per Q stage: while m_block i is computed, consumer
-      threads 0 .. 2 * tile_m - 1 each load one row of m_block i + 1's lse / Delta from global
-      memory (issued before the stage's wait, so the L2 latency hides behind the GEMMs) and
-      store it into the next stage's slot just before the PdS barrier; after that barrier every
-      thread reads its 16 + 16 values as 8-byte smem loads. The slot written in m_block i was
-      last read in m_block i - 1, before the previous PdS barrier, so named barriers order every
-      access (a head's first m_block is staged before the loop, with one extra barrier).
-      Measured and not kept (H100, 8K, session 4; NOTES.md): each thread loading its 16 + 16
-      values from global memory (32 more live registers, n = 4 spills, as slow as
-      ``sdp_swapab`` off); the producer bulk-copying the rows into the Q / dO stages on their
-      mbarriers (3-8% faster, but compute-sanitizer racecheck reports the consumers' generic
-      reads against the next bulk copy into the slot as hazards, even with a proxy fence and a
-      warp barrier before the release).
+      They are staged in smem, one slot per Q stage, by the stats warp (warp 2 of the producer
+      warpgroup, otherwise idle): it walks the consumers' m_block sequence, loads the m_block's
+      tile_m lse and Delta values from global memory (two each per lane), waits until the
+      slot is free, stores them and arrives on the Q stage's full mbarrier, which therefore
+      counts 1 + 32 arrivals (the TMA thread's and the stats warp's lanes): the consumers'
+      existing Q wait covers the slots. After reading a slot (lse after the S GEMM is issued,
+      Delta after the dP wait) every consumer thread arrives on the slot's "empty" mbarrier
+      (count: all consumer threads), which the stats warp waits on before refilling it.
+      Consumer cost: one mbarrier arrive and 8 + 8 eight-byte smem loads per m_block.
+      Measured and not kept (H100, 8K, bwd alone; NOTES.md): the producer bulk-copying the
+      rows into the slots on the Q / dO mbarriers (sessions 3-4: 1-4% faster than this, but
+      compute-sanitizer racecheck reports the consumers' reads against the next bulk copy,
+      even with a proxy fence and a warp barrier before the release); consumer threads loading
+      the next m_block's rows and storing them before the PdS barrier (session 4: ~40 more
+      instructions per m_block, 3-6% slower than this); each thread loading its 16 + 16 values
+      from global memory (n = 4 spills). The slot hand-off with named barriers instead of the
+      empty mbarrier (consumers' bar.arrive, or the stats warp joining the PdS bar.sync) is as
+      fast, but racecheck reports the reads against the next refill as WAR hazards; with
+      per-thread mbarrier arrivals it reports none.
     - Mask of partial tiles: a thread's rows are 2 key columns, so it reads the bounds of those
       2 keys once per (n_block, head) (``mask_apply.key_bound_words``) and turns each rule into
       threshold bit masks over its 16 static query offsets (``mask_bits_transposed``): a few
@@ -160,8 +166,6 @@ class NamedBarrierBwd(enum.IntEnum):
     dQEmpty = 5
     # Consumer warpgroup w alone: its half of P written, its dV GEMM may read it (id P + w).
     P = 7
-    # All consumer threads: a head's first lse / Delta rows staged in smem (sdp_swapab).
-    Stats = 9
 
 
 def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: int = 0):
@@ -190,6 +194,7 @@ def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layou
         "mbar_kv": cute.struct.MemRange[cutlass.Int64, 2],
         "mbar_q": cute.struct.MemRange[cutlass.Int64, stages * 2],
         "mbar_do": cute.struct.MemRange[cutlass.Int64, stages * 2],
+        "mbar_stats": cute.struct.MemRange[cutlass.Int64, stages],  # lse / Delta slot free
     }
     for name in ("sLSE", "sDelta"):  # 8-byte loads of pairs of rows
         fields[name] = cute.struct.Align[cute.struct.MemRange[Float32, tile_m * stages], 16]
@@ -485,8 +490,18 @@ class FlashMaskBwdSm90:
         n_mma, st = self.num_mma_threads, self.num_stages
         # K and V share one stage (one barrier, both byte counts); Q and dO go stage by stage.
         pipeline_kv = tma_pipeline(storage.mbar_kv.data_ptr(), 1, self.bytes_kv, n_mma)
-        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), st, self.bytes_q, n_mma)
+        # sdp_swapab: the stats warp's 32 threads also arrive on each Q stage's full barrier once
+        # they have written its lse / Delta slots (Note [SdP swapAB]).
+        stat_arrivals = cute.arch.WARP_SIZE if const_expr(self.sdp_swapab) else 0
+        pipeline_q = tma_pipeline(
+            storage.mbar_q.data_ptr(), st, self.bytes_q, n_mma, extra_arrivals=stat_arrivals
+        )
         pipeline_do = tma_pipeline(storage.mbar_do.data_ptr(), st, self.bytes_q, n_mma)
+        if const_expr(self.sdp_swapab):  # noqa: SIM102 (a trace-time if around a run-time one)
+            if warp_idx == 0:
+                with cute.arch.elect_one():
+                    for s in range(st):
+                        cute.arch.mbarrier_init(storage.mbar_stats.data_ptr() + s, n_mma)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
@@ -502,7 +517,11 @@ class FlashMaskBwdSm90:
         stats = None  # sdp_swapab: the lse / Delta slots (one per Q stage)
         if const_expr(self.sdp_swapab):
             stat_layout = cute.make_layout((self.tile_m, st))
-            stats = (storage.sLSE.get_tensor(stat_layout), storage.sDelta.get_tensor(stat_layout))
+            stats = (
+                storage.sLSE.get_tensor(stat_layout),
+                storage.sDelta.get_tensor(stat_layout),
+                storage.mbar_stats.data_ptr(),
+            )
 
         n_block, head_kv, batch = cute.arch.block_idx()
         lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
@@ -524,6 +543,15 @@ class FlashMaskBwdSm90:
                     group,
                     lists,
                 )
+            if const_expr(self.sdp_swapab):  # noqa: SIM102 (a trace-time if around a run-time one)
+                if warp_idx == 2:
+                    self.stage_stats(
+                        (mQ, mK, mLSElog2, mDelta),
+                        stats,
+                        pipeline_q,
+                        (n_block, head_kv, batch, group),
+                        lists,
+                    )
             if warp_idx == 1:
                 self.dq_store(
                     mQ,
@@ -864,7 +892,6 @@ class FlashMaskBwdSm90:
                 scale_log2,
                 seqlen_q,
                 seqlen_k,
-                tidx,
             )
         else:
             ctx = (
@@ -907,22 +934,14 @@ class FlashMaskBwdSm90:
                         swap_ops[6][0],
                         self.n_bounds,
                     )
-                stats_g = (mLSElog2[batch, head, None], mDelta[batch, head, None])
-                per_head = (words, n_block, stats_g)
-                # The head's first m_block's lse / Delta rows are staged here, the others one
-                # m_block ahead (Note [SdP swapAB]).
-                if blocks[0] > 0:
-                    first = self.load_stat_row(stats_g, self.m_block_at(0, blocks), tidx)
-                    self.store_stat_row(stats, first, q_state.index, tidx)
-                    cute.arch.barrier(
-                        barrier_id=int(NamedBarrierBwd.Stats),
-                        number_of_threads=self.num_mma_threads,
-                    )
+                per_head = (words, n_block)
                 for i in cutlass.range(blocks[1], unroll=1):
-                    q_state = self.mma_one_m_block_swapab(q_state, (i, blocks), True, ctx, per_head)
+                    q_state = self.mma_one_m_block_swapab(
+                        q_state, self.m_block_at(i, blocks), True, ctx, per_head
+                    )
                 for i in cutlass.range(blocks[1], blocks[0], unroll=1):
                     q_state = self.mma_one_m_block_swapab(
-                        q_state, (i, blocks), False, ctx, per_head
+                        q_state, self.m_block_at(i, blocks), False, ctx, per_head
                     )
             else:
                 mLSEcur = mLSElog2[batch, head, None]
@@ -1139,32 +1158,49 @@ class FlashMaskBwdSm90:
         return vals
 
     @cute.jit
-    def load_stat_row(self, stats_g: tuple, m_block: Int32, tidx: Int32) -> Float32:
-        """Consumer thread ``tidx`` < 2 * tile_m: row ``tidx % tile_m`` of the m_block's lse
-        (first tile_m threads) or Delta (next tile_m) from global memory (0 otherwise)."""
-        val = Float32(0.0)
-        if tidx < 2 * self.tile_m:
-            row = m_block * self.tile_m + tidx % self.tile_m
-            if tidx < self.tile_m:
-                val = stats_g[0][row]
-            else:
-                val = stats_g[1][row]
-        return val
-
-    @cute.jit
-    def store_stat_row(self, sStats: tuple, val: Float32, slot: Int32, tidx: Int32) -> None:
-        """The value of :meth:`load_stat_row` into lse / Delta slot ``slot``."""
-        if tidx < 2 * self.tile_m:
-            if tidx < self.tile_m:
-                sStats[0][tidx, slot] = val
-            else:
-                sStats[1][tidx - self.tile_m, slot] = val
+    def stage_stats(
+        self,
+        gmem: tuple,  # mQ, mK (TMA views, for shapes), lse_log2, Delta (b, h, s_q_padded)
+        stats: tuple,  # sLSE, sDelta (tile_m, stages) fp32 slots; their "empty" mbarriers
+        pipeline_q: pipeline.PipelineAsync,
+        coords: tuple,  # n_block, head_kv, batch, group
+        lists: tuple,
+    ) -> None:
+        """The stats warp (sdp_swapab): lse / Delta rows of each visited m_block into the slot
+        of its Q stage, in the consumers' m_block order (Note [SdP swapAB])."""
+        mQ, mK, mLSElog2, mDelta = gmem
+        sLSE, sDelta, empty = stats
+        n_block, head_kv, batch, group = coords
+        lane = cute.arch.lane_idx()
+        per_lane = self.tile_m // cute.arch.WARP_SIZE
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        for g in cutlass.range(group, unroll=1):
+            head = head_kv * group + g
+            blocks = self.block_range(
+                n_block, head, batch, mQ.shape[2], mQ.shape[0], mK.shape[0], lists
+            )
+            gLSE = mLSElog2[batch, head, None]
+            gDelta = mDelta[batch, head, None]
+            for i in cutlass.range(blocks[0], unroll=1):
+                row0 = self.m_block_at(i, blocks) * self.tile_m + lane
+                vals = cute.make_rmem_tensor((2, per_lane), Float32)
+                for k in cutlass.range_constexpr(per_lane):  # loads first: they overlap the wait
+                    vals[0, k] = gLSE[row0 + k * cute.arch.WARP_SIZE]
+                    vals[1, k] = gDelta[row0 + k * cute.arch.WARP_SIZE]
+                # Every consumer thread has read the slot's last m_block.
+                cute.arch.mbarrier_wait(empty + state.index, state.phase)
+                for k in cutlass.range_constexpr(per_lane):
+                    sLSE[lane + k * cute.arch.WARP_SIZE, state.index] = vals[0, k]
+                    sDelta[lane + k * cute.arch.WARP_SIZE, state.index] = vals[1, k]
+                # One of the stage's full-barrier arrivals (with the TMA thread's).
+                cute.arch.mbarrier_arrive(pipeline_q.producer_get_barrier(state))
+                state.advance()
 
     @cute.jit
     def mma_one_m_block_swapab(
         self,
         q_state: pipeline.PipelineState,
-        at: tuple,  # i, blocks: the i-th m_block of a block_range sequence
+        m_block: Int32,
         masked: cutlass.Constexpr[bool],
         ctx: tuple,
         per_head: tuple,
@@ -1172,14 +1208,12 @@ class FlashMaskBwdSm90:
         """All five GEMMs of one (m_block, n_block) tile, S and dP transposed (Note [SdP
         swapAB]); dQ added to global memory."""
         swap_ops, dq_stage, sStats, pipeline_q, pipeline_do = ctx[:5]
-        scale_log2, seqlen_q, seqlen_k, tidx = ctx[5:]
-        i, blocks = at
-        m_block = self.m_block_at(i, blocks)
+        scale_log2, seqlen_q, seqlen_k = ctx[5:]
         frags, acc_shape_S, acc_shape_dQ, acc_dK, acc_dV, tScS_mn = swap_ops[:6]
         st_atom, thr_st_dS, tdSsdS = swap_ops[7]
         mma_sdp, mma_dkv, mma_dq = swap_ops[8]
         tSrK, tSrQ, tdPrV, tdPrdO, tdVrdOt, tdKrQt, tdQrdS, tdQrKt = frags
-        words, n_block, stats_g = per_head
+        words, n_block = per_head
         tdQsdQ, wg_idx = dq_stage
         num_rows = cute.size(tScS_mn, mode=[0])  # key rows
         num_cols = cute.size(tScS_mn, mode=[1])  # query columns
@@ -1203,13 +1237,10 @@ class FlashMaskBwdSm90:
                 self.n_bounds,
             )
 
-        has_next = i + 1 < blocks[0]
-        next_stat = Float32(0.0)
-        if has_next:  # the next m_block's lse / Delta row, staged below
-            next_stat = self.load_stat_row(stats_g, self.m_block_at(i + 1, blocks), tidx)
         pipeline_q.consumer_wait(q_state)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         _gemm(mma_sdp, acc_S, tSrK, tSrQ[None, None, None, stage], True, -1)
+        # The stats warp filled this stage's slots before arriving on the Q stage's barrier.
         lse = self.stat_cols(sStats[0], stage, query_first)
         pipeline_do.consumer_wait(q_state)
         acc_dP = cute.make_rmem_tensor(acc_shape_S, Float32)
@@ -1240,6 +1271,8 @@ class FlashMaskBwdSm90:
         # dS^T = P^T * (dP^T - Delta of the column)
         warpgroup.wait_group(1 if const_expr(self.early_dv) else 0)
         delta = self.stat_cols(sStats[1], stage, query_first)
+        # Every consumer thread arrives once it has read the slots: the stats warp may refill.
+        cute.arch.mbarrier_arrive(sStats[2] + stage)
         dp_mn = acc_to_mn(acc_dP)
         for r in cutlass.range_constexpr(num_rows):
             for c in cutlass.range_constexpr(num_cols):
@@ -1252,10 +1285,6 @@ class FlashMaskBwdSm90:
         # kernel (the reads of this stage's buffer were waited for before the last barrier).
         if const_expr(self.pds_stages == 1):
             self.pds_barrier()
-        # The next stage's slots: every consumer read them (one m_block ago) before the last
-        # PdS barrier; they read them again after the next one.
-        if has_next:
-            self.store_stat_row(sStats, next_stat, (stage + 1) % self.num_stages, tidx)
         cute.copy(st_atom, thr_st_dS.retile(rdS), tdSsdS[None, None, None, ps])
         cute.arch.fence_view_async_shared()
         self.pds_barrier()

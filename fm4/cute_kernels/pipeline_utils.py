@@ -12,13 +12,21 @@ import cutlass.pipeline as pipeline
 
 
 def tma_pipeline(
-    barrier_storage, num_stages: int, tx_count: int, num_consumer_threads: int
+    barrier_storage,
+    num_stages: int,
+    tx_count: int,
+    num_consumer_threads: int,
+    extra_arrivals: int = 0,
 ) -> pipeline.PipelineTmaAsync:
-    """A ``num_stages``-deep pipeline whose stages each receive ``tx_count`` bytes by TMA."""
+    """A ``num_stages``-deep pipeline whose stages each receive ``tx_count`` bytes by TMA.
+
+    ``extra_arrivals``: more arrivals each stage's full barrier waits for besides the TMA
+    thread's (threads that write some of the stage's smem with ordinary stores).
+    """
     return pipeline.PipelineTmaAsync.create(
         barrier_storage=barrier_storage,
         num_stages=num_stages,
-        producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 1),
+        producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 1 + extra_arrivals),
         consumer_group=pipeline.CooperativeGroup(
             pipeline.Agent.Thread, num_consumer_threads // cute.arch.WARP_SIZE
         ),
