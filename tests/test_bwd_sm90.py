@@ -126,7 +126,7 @@ def test_bwd_main_swapab_compiles_for_sm90a(
     tmp_path, dtype, head_dim, causal, n_bounds, deterministic, knobs
 ):
     """S^T / dP^T (Note [SdP swapAB]): dV and dK are register-A wgmmas, dS is written to smem
-    transposed, lse / Delta staged in smem by the consumers (no bulk copies); with
+    transposed, lse / Delta staged in smem by the stats warp (no bulk copies); with
     sdp_swapab off, every wgmma reads A from smem. No local memory, no spills."""
     flags = ["1" if causal else "0", str(n_bounds), "1" if deterministic else "0"]
     knobs = {"sdp_swapab": True, **knobs}
@@ -137,7 +137,7 @@ def test_bwd_main_swapab_compiles_for_sm90a(
     if knobs["sdp_swapab"]:
         assert wgmma and "{" in wgmma and "%" in wgmma  # A from registers and from smem
         assert "stmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in ptx  # dS^T -> sdS as (q, k)
-        assert not bulk_stats  # lse / Delta: loaded by the consumers
+        assert not bulk_stats  # lse / Delta: ordinary loads / stores by the stats warp
     else:
         assert wgmma and set(wgmma) == {"%"} and not bulk_stats
     assert "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32" in ptx

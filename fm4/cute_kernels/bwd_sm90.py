@@ -16,6 +16,8 @@ Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
     warpgroup 0, warp 1      dQ warp: adds each m_block's dQ, staged in smem by the consumers,
                              to the fp32 accumulator with bulk reductions
                              (``cp.reduce.async.bulk``; Note [dQ accumulator layout]).
+    warpgroup 0, warp 2      stats warp (``sdp_swapab`` only): lse / Delta rows of each m_block
+                             into smem (Note [SdP swapAB]).
     warpgroups 1 and 2       consumers. Each owns half of the tile's key columns for S / dP
                              and the same half of the rows of dK / dV:
                                S  = Q K^T, dP = dO V^T          (wgmma, smem x smem)
@@ -70,7 +72,7 @@ Note [SdP swapAB]
       (count: all consumer threads), which the stats warp waits on before refilling it.
       Consumer cost: one mbarrier arrive and 8 + 8 eight-byte smem loads per m_block.
       Measured and not kept (H100, 8K, bwd alone; NOTES.md): the producer bulk-copying the
-      rows into the slots on the Q / dO mbarriers (sessions 3-4: 1-4% faster than this, but
+      rows into the slots on the Q / dO mbarriers (sessions 3-5: 0.5-4% faster than this, but
       compute-sanitizer racecheck reports the consumers' reads against the next bulk copy,
       even with a proxy fence and a warp barrier before the release); consumer threads loading
       the next m_block's rows and storing them before the PdS barrier (session 4: ~40 more
