@@ -123,8 +123,10 @@ from fm4.cute_kernels.mask_apply import (
     mask_bits_transposed,
 )
 from fm4.cute_kernels.pipeline_utils import tma_load, tma_pipeline
+from fm4.cute_kernels.smem_struct import aligned_buf, make_struct, tile_buf
 from fm4.cute_kernels.softmax import acc_to_frg_a, acc_to_mn
 from fm4.cute_kernels.sync_utils import bulk_reduce_add_f32, ld_acquire_gpu, red_release_add_gpu
+from fm4.cute_kernels.tile_lists import list_row
 
 # ============================================================================================
 # Tuning table (the only place with tuning constants)
@@ -184,29 +186,32 @@ def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: 
     return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
 
 
-def _swapab_shared_storage(dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple):
-    """The smem of the ``sdp_swapab`` kernel (Note [SdP swapAB]): no P buffer; lse and Delta
-    of each Q stage's rows (fp32, staged by the consumers)."""
-    sQ_layout, sdO_layout, sK_layout, sV_layout, sdS_layout = layouts
+def _shared_storage(
+    dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple, sdp_swapab: bool
+):
+    """The kernel's smem: mbarriers, (sdp_swapab: the lse / Delta slots of each Q stage, fp32,
+    filled by the stats warp), Q, dO, K, V, (without sdp_swapab: P), dS, dQ."""
+    sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout = layouts
 
     def buf(layout):
-        return cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(layout)], SMEM_ALIGN_BYTES]
+        return tile_buf(dtype, layout, SMEM_ALIGN_BYTES)
 
     fields = {
         "mbar_kv": cute.struct.MemRange[cutlass.Int64, 2],
         "mbar_q": cute.struct.MemRange[cutlass.Int64, stages * 2],
         "mbar_do": cute.struct.MemRange[cutlass.Int64, stages * 2],
-        "mbar_stats": cute.struct.MemRange[cutlass.Int64, stages],  # lse / Delta slot free
     }
-    for name in ("sLSE", "sDelta"):  # 8-byte loads of pairs of rows
-        fields[name] = cute.struct.Align[cute.struct.MemRange[Float32, tile_m * stages], 16]
+    if sdp_swapab:
+        fields["mbar_stats"] = cute.struct.MemRange[cutlass.Int64, stages]  # slot free
+        for name in ("sLSE", "sDelta"):  # 8-byte loads of pairs of rows
+            fields[name] = aligned_buf(Float32, tile_m * stages, 16)
     fields.update(sQ=buf(sQ_layout), sdO=buf(sdO_layout), sK=buf(sK_layout), sV=buf(sV_layout))
-    fields["sdS"] = buf(sdS_layout)
+    if not sdp_swapab:
+        fields["sP"] = buf(sPdS_layout)
+    fields["sdS"] = buf(sPdS_layout)
     # dQ of one m_block, fp32, in the order of Note [dQ accumulator layout].
-    fields["sdQ"] = cute.struct.Align[
-        cute.struct.MemRange[Float32, tile_m * head_dim], SMEM_ALIGN_BYTES
-    ]
-    return cute.struct(type("SharedStorageSwapAB", (), {"__annotations__": fields}))
+    fields["sdQ"] = aligned_buf(Float32, tile_m * head_dim, SMEM_ALIGN_BYTES)
+    return make_struct("SharedStorage", fields)
 
 
 def bwd_tiled_mmas(
@@ -356,43 +361,14 @@ class FlashMaskBwdSm90:
             major=self.tile_n // NUM_CONSUMER_WARPGROUPS,
         )
 
-        @cute.struct
-        class SharedStorage:
-            mbar_kv: cute.struct.MemRange[cutlass.Int64, 2]
-            mbar_q: cute.struct.MemRange[cutlass.Int64, st * 2]
-            mbar_do: cute.struct.MemRange[cutlass.Int64, st * 2]
-            sQ: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sQ_layout)], SMEM_ALIGN_BYTES
-            ]
-            sdO: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sdO_layout)], SMEM_ALIGN_BYTES
-            ]
-            sK: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], SMEM_ALIGN_BYTES
-            ]
-            sV: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], SMEM_ALIGN_BYTES
-            ]
-            sP: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sPdS_layout)], SMEM_ALIGN_BYTES
-            ]
-            sdS: cute.struct.Align[
-                cute.struct.MemRange[self.dtype, cute.cosize(sPdS_layout)], SMEM_ALIGN_BYTES
-            ]
-            # dQ of one m_block, fp32, in the order of Note [dQ accumulator layout].
-            sdQ: cute.struct.Align[
-                cute.struct.MemRange[Float32, self.tile_m * self.head_dim], SMEM_ALIGN_BYTES
-            ]
-
-        self.shared_storage = SharedStorage
-        if const_expr(self.sdp_swapab):
-            self.shared_storage = _swapab_shared_storage(
-                self.dtype,
-                st,
-                self.tile_m,
-                d,
-                (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
-            )
+        self.shared_storage = _shared_storage(
+            self.dtype,
+            st,
+            self.tile_m,
+            d,
+            (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
+            self.sdp_swapab,
+        )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
         store_op = cpasync.CopyBulkTensorTileS2GOp()
@@ -607,18 +583,13 @@ class FlashMaskBwdSm90:
         With lists: partial then unmasked list entries. Without bounds: ``m_min + i``, the
         causal-diagonal m_blocks (and all of a ragged last n_block) first.
         """
-        _, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx = lists
         m_total = Int32(0)
         m_partial = Int32(0)
         m_min = Int32(0)
         mPIdx = None
         mFIdx = None
         if const_expr(self.has_lists):
-            head_m = head // (num_heads // mPartialCnt.shape[1])
-            m_partial = mPartialCnt[batch, head_m, n_block]
-            m_total = m_partial + mFullCnt[batch, head_m, n_block]
-            mPIdx = mPartialIdx[batch, head_m, n_block, None]
-            mFIdx = mFullIdx[batch, head_m, n_block, None]
+            m_partial, m_total, mPIdx, mFIdx = list_row(lists[1:], batch, head, num_heads, n_block)
         else:
             num_m_blocks = cute.ceil_div(seqlen_q, self.tile_m)
             ragged = (n_block + 1) * self.tile_n > seqlen_k
@@ -854,15 +825,11 @@ class FlashMaskBwdSm90:
             tdVrdOt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sdO)))
             tdKrdSt = wg_dkv.make_fragment_A(wg_dkv.partition_A(_transpose_view(sdS)))
             tdKrQt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sQ)))
-            tdQrdS = wg_dq.make_fragment_A(wg_dq.partition_A(sdS))
-            tdQrKt = wg_dq.make_fragment_B(wg_dq.partition_B(_transpose_view(sK)))
+            tdQrdS, tdQrKt, acc_shape_dQ, acc_dK, acc_dV = self.dq_operands_dkv_accs(
+                wg_dq, wg_dkv, sdS, sK
+            )
 
             acc_shape_S = wg_sdp.partition_shape_C((self.tile_m, self.tile_n))
-            acc_shape_dQ = wg_dq.partition_shape_C((self.tile_m, d))
-            acc_dK = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
-            acc_dV = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
-            acc_dK.fill(0.0)
-            acc_dV.fill(0.0)
             tScS_mn = acc_to_mn(thr_sdp.partition_C(cute.make_identity_tensor((64, self.tile_n))))
 
             # P / dS registers -> smem (stmatrix, the layout of S's accumulator).
@@ -1076,13 +1043,7 @@ class FlashMaskBwdSm90:
             False,
             -1,
         )
-        warpgroup.wait_group(1)
-        pipeline_do.consumer_release(q_state)
-        self.stage_dq(acc_dQ, tdQsdQ, wg_idx)
-        warpgroup.wait_group(0)
-        pipeline_q.consumer_release(q_state)
-        q_state.advance()
-        return q_state
+        return self.finish_m_block(q_state, acc_dQ, (tdQsdQ, wg_idx), pipeline_q, pipeline_do)
 
     # ----------------------------------------------------------------------------------------
     # Consumer warpgroups, sdp_swapab (Note [SdP swapAB])
@@ -1100,7 +1061,6 @@ class FlashMaskBwdSm90:
         mma_sdp = mmas[0]
         wg_sdp, wg_dkv, wg_dq, thr_sdp = slices
         sQ, sK, sV, sdO, sdS = smem
-        d = self.head_dim
         # S^T = K Q^T, dP^T = V dO^T: A is this warpgroup's 64 rows of K / V, B all of Q / dO.
         tSrK = wg_sdp.make_fragment_A(wg_sdp.partition_A(sK))
         tSrQ = wg_sdp.make_fragment_B(wg_sdp.partition_B(sQ))
@@ -1110,15 +1070,11 @@ class FlashMaskBwdSm90:
         tdVrdOt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sdO)))
         tdKrQt = wg_dkv.make_fragment_B(wg_dkv.partition_B(_transpose_view(sQ)))
         # dQ = dS K as in the default kernel (dS with the query rows as M, from smem).
-        tdQrdS = wg_dq.make_fragment_A(wg_dq.partition_A(sdS))
-        tdQrKt = wg_dq.make_fragment_B(wg_dq.partition_B(_transpose_view(sK)))
+        tdQrdS, tdQrKt, acc_shape_dQ, acc_dK, acc_dV = self.dq_operands_dkv_accs(
+            wg_dq, wg_dkv, sdS, sK
+        )
 
         acc_shape_S = wg_sdp.partition_shape_C((self.tile_n, self.tile_m))
-        acc_shape_dQ = wg_dq.partition_shape_C((self.tile_m, d))
-        acc_dK = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
-        acc_dV = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
-        acc_dK.fill(0.0)
-        acc_dV.fill(0.0)
         # (key, query) coordinates of this thread's accumulator rows and columns
         cS = cute.make_identity_tensor((self.tile_n, self.tile_m))
         tScS_mn = acc_to_mn(thr_sdp.partition_C(cS))
@@ -1146,6 +1102,19 @@ class FlashMaskBwdSm90:
             (st_atom, thr_st_dS, tdSsdS),
             mmas,
         )
+
+    def dq_operands_dkv_accs(self, wg_dq, wg_dkv, sdS: cute.Tensor, sK: cute.Tensor) -> tuple:
+        """Both layouts: the dQ = dS K operands (dS with the query rows as M, K^T MN-major, both
+        from smem), the dQ accumulator's shape, and the zeroed dK / dV accumulators."""
+        d = self.head_dim
+        tdQrdS = wg_dq.make_fragment_A(wg_dq.partition_A(sdS))
+        tdQrKt = wg_dq.make_fragment_B(wg_dq.partition_B(_transpose_view(sK)))
+        acc_shape_dQ = wg_dq.partition_shape_C((self.tile_m, d))
+        acc_dK = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+        acc_dV = cute.make_rmem_tensor(wg_dkv.partition_shape_C((self.tile_n, d)), Float32)
+        acc_dK.fill(0.0)
+        acc_dV.fill(0.0)
+        return tdQrdS, tdQrKt, acc_shape_dQ, acc_dK, acc_dV
 
     @cute.jit
     def stat_cols(self, sStat: cute.Tensor, stage: Int32, query_first: Int32) -> cute.Tensor:
@@ -1297,9 +1266,22 @@ class FlashMaskBwdSm90:
         _gemm(mma_dq, acc_dQ, tdQrdS[None, None, None, ps], tdQrKt, True, -1)
         # dK += dS^T Q with dS^T from registers (rdS untouched until the GEMM completes)
         _gemm(mma_dkv, acc_dK, acc_to_frg_a(rdS), tdKrQt[None, None, None, stage], False, -1)
+        return self.finish_m_block(q_state, acc_dQ, (tdQsdQ, wg_idx), pipeline_q, pipeline_do)
+
+    @cute.jit
+    def finish_m_block(
+        self,
+        q_state: pipeline.PipelineState,
+        acc_dQ: cute.Tensor,
+        dq_stage: tuple,  # tdQsdQ, wg_idx
+        pipeline_q: pipeline.PipelineAsync,
+        pipeline_do: pipeline.PipelineAsync,
+    ) -> pipeline.PipelineState:
+        """Both layouts, after an m_block's last GEMM (dK) is issued: dO's stage released once
+        dV and dQ are done, dQ staged for the dQ warp, Q's stage released once dK is done."""
         warpgroup.wait_group(1)  # dV and dQ done
         pipeline_do.consumer_release(q_state)
-        self.stage_dq(acc_dQ, tdQsdQ, wg_idx)
+        self.stage_dq(acc_dQ, *dq_stage)
         warpgroup.wait_group(0)
         pipeline_q.consumer_release(q_state)
         q_state.advance()

@@ -64,6 +64,7 @@ from fm4.cute_kernels.mask_apply import (
 )
 from fm4.cute_kernels.named_barrier import NamedBarrierFwd
 from fm4.cute_kernels.pipeline_utils import tma_load, tma_pipeline
+from fm4.cute_kernels.smem_struct import make_struct, tile_buf
 from fm4.cute_kernels.softmax import (
     LOG2_E,
     OnlineSoftmax,
@@ -71,6 +72,7 @@ from fm4.cute_kernels.softmax import (
     acc_to_mn,
     convert_to_16bit,
 )
+from fm4.cute_kernels.tile_lists import list_row
 from fm4.cute_kernels.tile_scheduler import (
     TILE_QUEUE_STAGES,
     claim_tile,
@@ -196,7 +198,7 @@ def _shared_storage(dtype, stages: int, sQ_layout, sK_layout, sV_layout, persist
     """The kernel's smem: mbarriers, then Q, K, V (and, persistent, O and the tile queue)."""
 
     def buf(layout):
-        return cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(layout)], SMEM_ALIGN_BYTES]
+        return tile_buf(dtype, layout, SMEM_ALIGN_BYTES)
 
     fields = {
         "mbar_q": cute.struct.MemRange[cutlass.Int64, 2],
@@ -210,7 +212,7 @@ def _shared_storage(dtype, stages: int, sQ_layout, sK_layout, sV_layout, persist
         fields["sO"] = buf(sQ_layout)
         fields["mbar_tile"] = cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
         fields["sTile"] = cute.struct.MemRange[cutlass.Int32, TILE_QUEUE_STAGES]
-    return cute.struct(type("SharedStorage", (), {"__annotations__": fields}))
+    return make_struct("SharedStorage", fields)
 
 
 class FlashMaskFwdSm90:
@@ -571,7 +573,7 @@ class FlashMaskFwdSm90:
     ) -> tuple:
         """The n_blocks of one m_block: (n_total, n_partial, n_block_max, partial list, full
         list) for :meth:`n_block_at`, and the (s_k, n) bounds of its (batch, mask head)."""
-        mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx = lists
+        mBounds = lists[0]
         n_total = Int32(0)
         n_partial = Int32(0)
         n_block_max = Int32(0)
@@ -579,11 +581,7 @@ class FlashMaskFwdSm90:
         mFIdx = None
         mBoundsCur = None
         if const_expr(self.has_lists):
-            head_m = head // (num_heads // mPartialCnt.shape[1])
-            n_partial = mPartialCnt[batch, head_m, m_block]
-            n_total = n_partial + mFullCnt[batch, head_m, m_block]
-            mPIdx = mPartialIdx[batch, head_m, m_block, None]
-            mFIdx = mFullIdx[batch, head_m, m_block, None]
+            n_partial, n_total, mPIdx, mFIdx = list_row(lists[1:], batch, head, num_heads, m_block)
             head_b = head // (num_heads // mBounds.shape[1])
             mBoundsCur = mBounds[batch, head_b, None, None]
         else:
@@ -828,34 +826,15 @@ class FlashMaskFwdSm90:
         lists: tuple,
     ) -> tuple:
         """Consumers: one tile, from its first Q K^T to the TMA store of O and lse."""
-        tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, tScS_mn, softmax = env[:8]
-        wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = env[8:]
+        acc_O, softmax, tiled_mma_pv = env[4], env[7], env[10]
         mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx = out
         seqlen_q, seqlen_k, num_heads, _ = sizes
         m_block, head, batch = self.tile_coords(tile, sizes)
         blocks, mBoundsCur = self.tile_blocks(
             m_block, head, batch, num_heads, seqlen_q, seqlen_k, lists
         )
-        ctx = (
-            tSrQ,
-            tSrK,
-            tOrVt,
-            tOrP,
-            acc_O,
-            acc_shape_S,
-            tScS_mn,
-            softmax,
-            mBoundsCur,
-            m_block,
-            seqlen_q,
-            seqlen_k,
-            wg_idx,
-            tiled_mma_qk,
-            tiled_mma_pv,
-            pipeline_k,
-            pipeline_v,
-            o_scale,
-        )
+        # env with this tile's bounds, m_block and lengths after the softmax (ctx[8:12]).
+        ctx = (*env[:8], mBoundsCur, m_block, seqlen_q, seqlen_k, *env[8:])
         q_state, kv_state = self.mma_tile(q_state, kv_state, pipeline_q, blocks, ctx)
         row_scale = softmax.finalize()
         softmax.rescale_o(acc_O, row_scale)

@@ -143,11 +143,25 @@ def load_bound_words(
             )
             dst.store(src.load())
     else:
-        for c in cutlass.range_constexpr(num_cols):
-            col_safe = cutlass.min(col_first + col_offs[c], seqlen_k - 1)
-            for k in cutlass.range_constexpr(n_bounds):
-                words[c * n_bounds + k] = mBounds[col_safe, k]
+        _clamped_bound_words(words, mBounds, col_first, seqlen_k, col_offs, n_bounds)
     return words
+
+
+@cute.jit
+def _clamped_bound_words(
+    words: cute.Tensor,  # out: len(offs) * n_bounds int32
+    mBounds: cute.Tensor,  # (s_k, n) bounds of this (batch, mask head)
+    first: Int32,  # global key / column index of offset 0
+    seqlen_k: Int32,
+    offs: cutlass.Constexpr[list],  # static offsets of this thread's keys / columns
+    n_bounds: cutlass.Constexpr[int],
+) -> None:
+    """``words[c * n_bounds + k]`` = bound k of key ``first + offs[c]``, read at
+    ``min(first + offs[c], seqlen_k - 1)`` (keys past the end read the last key's bounds)."""
+    for c in cutlass.range_constexpr(len(offs)):
+        key_safe = cutlass.min(first + offs[c], seqlen_k - 1)
+        for k in cutlass.range_constexpr(n_bounds):
+            words[c * n_bounds + k] = mBounds[key_safe, k]
 
 
 @cute.jit
@@ -251,10 +265,7 @@ def key_bound_words(
     rows are masked whole by :func:`mask_bits_transposed`). They depend on the n_block only, so
     a kernel reads them once per (n_block, mask head)."""
     words = cute.make_rmem_tensor(len(key_offs) * n_bounds, Int32)
-    for r in cutlass.range_constexpr(len(key_offs)):
-        key_safe = cutlass.min(key_first + key_offs[r], seqlen_k - 1)
-        for k in cutlass.range_constexpr(n_bounds):
-            words[r * n_bounds + k] = mBounds[key_safe, k]
+    _clamped_bound_words(words, mBounds, key_first, seqlen_k, key_offs, n_bounds)
     return words
 
 

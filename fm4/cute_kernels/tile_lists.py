@@ -507,3 +507,18 @@ def build_tile_lists_cute(
         fill_tail=fill_tail,
         device=device,
     )
+
+
+def list_row(lists: tuple, batch: Int32, head: Int32, num_heads: Int32, row: Int32) -> tuple:
+    """Device side: one row of the lists, as the attention kernels read it (inline at trace).
+
+    ``lists``: ``(partial_cnt, partial_idx, full_cnt, full_idx)`` of one direction (forward:
+    rows are m_blocks; backward: n_blocks), ``[B, Hm, rows]`` / ``[B, Hm, rows, cols]``;
+    ``head`` is a query head of ``num_heads``, mapped to its mask head (Hm in {1, H_kv, H}).
+    Returns ``(n_partial, n_total, partial_idx_row, full_idx_row)``.
+    """
+    cnt_p, idx_p, cnt_f, idx_f = lists
+    head_m = head // (num_heads // cnt_p.shape[1])
+    n_partial = cnt_p[batch, head_m, row]
+    n_total = n_partial + cnt_f[batch, head_m, row]
+    return n_partial, n_total, idx_p[batch, head_m, row, None], idx_f[batch, head_m, row, None]
