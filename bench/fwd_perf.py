@@ -32,6 +32,8 @@ VARIANTS: dict[str, dict] = {
     "claim_static": {"claim": "static"},
     # persistent, heads grouped to fit L2, the last m_blocks of the group's heads first
     "lpt": {"order": "lpt"},
+    # a tile's first block: mask bits before its Q K^T is issued (the default until session 6)
+    "first_early": {"first_bits": "early"},
     "base": {"p_cvt_asm": False, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm": {"p_cvt_asm": True, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm_early_rescale": {"p_cvt_asm": True, "rescale_o_before_pv": True, "mask_impl": "v1"},

@@ -32,8 +32,10 @@ Note [Persistent tiles]
     same time share K / V in L2. Persistent (head dim <= 128): the grid is min(tiles, SMs);
     CTA c runs tile c first, then the tiles its producer warp claims one at a time from a
     global counter (``tile_scheduler.py``), so a CTA that drew short rows takes more tiles.
-    The producer hands each index to the consumers through a two-slot smem queue; their
-    pipeline states carry over from tile to tile. The consumers release Q once the tile's last
+    The producer hands each index to the consumers through a two-slot smem queue, together
+    with what it derives from it once (``tile_info``: m_block, head, batch, mask head and the
+    list counts; the consumers then do no division and no list-count load between tiles);
+    their pipeline states carry over from tile to tile. The consumers release Q once the tile's last
     Q K^T is complete, so the producer loads the next tile's Q, and its first K / V as stages
     free up, during the last P V and the epilogue. O is staged in its own smem buffer; before
     writing it, the storing warp waits until the last tile's TMA store has read it.
@@ -72,8 +74,8 @@ from fm4.cute_kernels.softmax import (
     acc_to_mn,
     convert_to_16bit,
 )
-from fm4.cute_kernels.tile_lists import list_row
 from fm4.cute_kernels.tile_scheduler import (
+    TILE_INFO_WORDS,
     TILE_QUEUE_STAGES,
     claim_tile,
     pop_tile,
@@ -123,6 +125,8 @@ def mask_impl_default(causal: bool, n_bounds: int) -> str:
     return "v2" if n_bounds in (1, 2) else "v1"
 
 
+# When a tile's first block gets its mask bits (FlashMaskFwdSm90's docstring).
+FIRST_BITS = "after_gemm"
 # Where a partial block's bits are made (FlashMaskFwdSm90's docstring): "split" / "late" were
 # not faster than "early" (document +1 to +10%).
 MASK_AT = "early"
@@ -211,7 +215,7 @@ def _shared_storage(dtype, stages: int, sQ_layout, sK_layout, sV_layout, persist
     if persistent:
         fields["sO"] = buf(sQ_layout)
         fields["mbar_tile"] = cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
-        fields["sTile"] = cute.struct.MemRange[cutlass.Int32, TILE_QUEUE_STAGES]
+        fields["sTile"] = cute.struct.MemRange[cutlass.Int32, TILE_INFO_WORDS * TILE_QUEUE_STAGES]
     return make_struct("SharedStorage", fields)
 
 
@@ -240,6 +244,7 @@ class FlashMaskFwdSm90:
         persistent: bool | None = None,
         claim: str | None = None,
         order: str | None = None,
+        first_bits: str | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -256,7 +261,11 @@ class FlashMaskFwdSm90:
         "early" (as it starts a tile), "late" (after the tile's loads are issued) or "static"
         (no counter: tile + grid size). order (persistent): tile order, "m" (m_block fastest,
         from the last one down, then head, then batch) or "lpt" (groups of heads whose K / V fit
-        in L2; the last m_blocks of all of them first).
+        in L2; the last m_blocks of all of them first). first_bits: when a tile's first block
+        (partial if any is) gets its mask bits, "early" (before its Q K^T is issued, like the
+        other blocks with mask_at "early") or "after_gemm" (its Q K^T issued first, so the bound
+        loads overlap the GEMM; nothing else overlaps it, as the previous block's P V does for
+        the other blocks).
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -304,6 +313,9 @@ class FlashMaskFwdSm90:
         self.order = ORDER if order is None else order
         if self.order not in ("m", "lpt"):
             raise ValueError(f"order must be 'm' or 'lpt', got {order!r}")
+        self.first_bits = FIRST_BITS if first_bits is None else first_bits
+        if self.first_bits not in ("early", "after_gemm"):
+            raise ValueError(f"first_bits must be 'early' or 'after_gemm', got {first_bits!r}")
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -465,7 +477,7 @@ class FlashMaskFwdSm90:
         if const_expr(self.persistent):
             queue = (
                 tile_queue(storage.mbar_tile.data_ptr(), n_mma),
-                storage.sTile.get_tensor(cute.make_layout(TILE_QUEUE_STAGES)),
+                storage.sTile.get_tensor(cute.make_layout((TILE_INFO_WORDS, TILE_QUEUE_STAGES))),
                 mTileCounter,
             )
         cute.arch.mbarrier_init_fence()
@@ -561,29 +573,21 @@ class FlashMaskFwdSm90:
         return m_block, head_batch - batch * num_heads, batch
 
     @cute.jit
-    def tile_blocks(
-        self,
-        m_block: Int32,
-        head: Int32,
-        batch: Int32,
-        num_heads: Int32,
-        seqlen_q: Int32,
-        seqlen_k: Int32,
-        lists: tuple,
-    ) -> tuple:
-        """The n_blocks of one m_block: (n_total, n_partial, n_block_max, partial list, full
-        list) for :meth:`n_block_at`, and the (s_k, n) bounds of its (batch, mask head)."""
-        mBounds = lists[0]
+    def tile_info(self, tile: Int32, sizes: tuple, lists: tuple) -> tuple:
+        """What a tile's producer and consumers need to know about it, as one tuple of Int32:
+        ``(m_block, head, batch, mask_head, n_partial, n_total)``. Persistent kernels compute it
+        once, in the producer warp, and hand it out through the tile queue (its divisions and
+        the list-count loads then stay out of the consumers' path between two tiles)."""
+        seqlen_q, seqlen_k, num_heads, _ = sizes
+        m_block, head, batch = self.tile_coords(tile, sizes)
+        head_m = Int32(0)
         n_total = Int32(0)
         n_partial = Int32(0)
-        n_block_max = Int32(0)
-        mPIdx = None
-        mFIdx = None
-        mBoundsCur = None
         if const_expr(self.has_lists):
-            n_partial, n_total, mPIdx, mFIdx = list_row(lists[1:], batch, head, num_heads, m_block)
-            head_b = head // (num_heads // mBounds.shape[1])
-            mBoundsCur = mBounds[batch, head_b, None, None]
+            mPartialCnt, mFullCnt = lists[1], lists[3]
+            head_m = head // (num_heads // mPartialCnt.shape[1])
+            n_partial = mPartialCnt[batch, head_m, m_block]
+            n_total = n_partial + mFullCnt[batch, head_m, m_block]
         else:
             n_block_max = cute.ceil_div(seqlen_k, self.tile_n)
             n_partial = Int32(1)
@@ -599,12 +603,28 @@ class FlashMaskFwdSm90:
                 n_partial = cutlass.max(n_block_max - n_no_mask, 1)
             n_total = cutlass.max(n_block_max, 0)
             n_partial = cutlass.min(n_partial, n_total)
-        return (n_total, n_partial, n_block_max, mPIdx, mFIdx), mBoundsCur
+        return (m_block, head, batch, head_m, n_partial, n_total)
+
+    @cute.jit
+    def tile_blocks(self, info: tuple, lists: tuple) -> tuple:
+        """The n_blocks of one tile (``info`` from :meth:`tile_info`): (n_total, n_partial,
+        partial list, full list) for :meth:`n_block_at`, and the (s_k, n) bounds of its
+        (batch, mask head)."""
+        m_block, _, batch, head_m, n_partial, n_total = info
+        mPIdx = None
+        mFIdx = None
+        mBoundsCur = None
+        if const_expr(self.has_lists):
+            mBounds, mPIdxAll, mFIdxAll = lists[0], lists[2], lists[4]
+            mPIdx = mPIdxAll[batch, head_m, m_block, None]
+            mFIdx = mFIdxAll[batch, head_m, m_block, None]
+            mBoundsCur = mBounds[batch, head_m, None, None]
+        return (n_total, n_partial, mPIdx, mFIdx), mBoundsCur
 
     @cute.jit
     def n_block_at(self, i: Int32, blocks: tuple) -> Int32:
         """The i-th n_block of this m_block's sequence (partial ones first, each descending)."""
-        n_total, n_partial, n_block_max, mPIdx, mFIdx = blocks
+        n_total, n_partial, mPIdx, mFIdx = blocks
         n_block = Int32(0)
         if const_expr(self.has_lists):
             if i < n_partial:
@@ -612,7 +632,7 @@ class FlashMaskFwdSm90:
             else:
                 n_block = mFIdx[n_total - 1 - i]
         else:
-            n_block = n_block_max - 1 - i
+            n_block = n_total - 1 - i
         return n_block
 
     # ----------------------------------------------------------------------------------------
@@ -641,29 +661,32 @@ class FlashMaskFwdSm90:
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
         env = (mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V)
         pipes = (pipeline_q, pipeline_k, pipeline_v)
+        sizes = (mQ.shape[0], mK.shape[0], mQ.shape[2], mQ.shape[3])
         if const_expr(self.persistent):
             tile_state = pipeline.make_pipeline_state(
                 pipeline.PipelineUserType.Producer, TILE_QUEUE_STAGES
             )
             while tile < num_tiles:
-                push_tile(queue[0], tile_state, queue[1], tile)
+                info = self.tile_info(tile, sizes, lists)
+                push_tile(queue[0], tile_state, queue[1], (tile, *info))
                 tile_state.advance()
                 next_tile = tile + grid_x
                 if const_expr(self.claim == "early"):
                     # Claimed now, used after this tile's loads: the atomic's latency is hidden.
                     next_tile = claim_tile(queue[2], grid_x)
-                q_state, kv_state = self.load_tile(tile, q_state, kv_state, env, pipes, lists)
+                q_state, kv_state = self.load_tile(info, q_state, kv_state, env, pipes, lists)
                 if const_expr(self.claim == "late"):
                     next_tile = claim_tile(queue[2], grid_x)
                 tile = next_tile
-            push_tile(queue[0], tile_state, queue[1], tile)  # past the end: the consumers stop
+            # Past the end: the consumers stop.
+            push_tile(queue[0], tile_state, queue[1], (tile,) + (Int32(0),) * (TILE_INFO_WORDS - 1))
         else:
-            self.load_tile(tile, q_state, kv_state, env, pipes, lists)
+            self.load_tile(self.tile_info(tile, sizes, lists), q_state, kv_state, env, pipes, lists)
 
     @cute.jit
     def load_tile(
         self,
-        tile: Int32,
+        info: tuple,  # from tile_info
         q_state: pipeline.PipelineState,
         kv_state: pipeline.PipelineState,
         env: tuple,  # (mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V)
@@ -673,10 +696,10 @@ class FlashMaskFwdSm90:
         """Producer: the TMA loads of one tile (Q, then K and V of each n_block)."""
         mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V = env
         pipeline_q, pipeline_k, pipeline_v = pipes
-        seqlen_q, seqlen_k, num_heads = mQ.shape[0], mK.shape[0], mQ.shape[2]
+        num_heads = mQ.shape[2]
         cta_layout = cute.make_layout(1)
-        m_block, head, batch = self.tile_coords(tile, (seqlen_q, seqlen_k, num_heads, mQ.shape[3]))
-        blocks, _ = self.tile_blocks(m_block, head, batch, num_heads, seqlen_q, seqlen_k, lists)
+        m_block, head, batch = info[0], info[1], info[2]
+        blocks, _ = self.tile_blocks(info, lists)
         n_total = blocks[0]
         head_kv = head // (num_heads // mK.shape[2])
         gQ = cute.local_tile(
@@ -799,24 +822,28 @@ class FlashMaskFwdSm90:
             tile_state = pipeline.make_pipeline_state(
                 pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
             )
-            tile = pop_tile(queue[0], tile_state, queue[1])
+            tile, *info = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
+            m_block, head, batch, head_m, n_partial, n_total = info
             tile_state.advance()
             while tile < num_tiles:
+                info = (m_block, head, batch, head_m, n_partial, n_total)
                 q_state, kv_state = self.mma_epilogue_tile(
-                    tile, q_state, kv_state, pipeline_q, env, out, sizes, lists
+                    info, q_state, kv_state, pipeline_q, env, out, sizes, lists
                 )
-                tile = pop_tile(queue[0], tile_state, queue[1])
+                tile, *info = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
+                m_block, head, batch, head_m, n_partial, n_total = info
                 tile_state.advance()
             # The last O store must have read sO before the CTA exits.
             if tidx < cute.arch.WARP_SIZE:
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
         else:
-            self.mma_epilogue_tile(tile, q_state, kv_state, pipeline_q, env, out, sizes, lists)
+            info = self.tile_info(tile, sizes, lists)
+            self.mma_epilogue_tile(info, q_state, kv_state, pipeline_q, env, out, sizes, lists)
 
     @cute.jit
     def mma_epilogue_tile(
         self,
-        tile: Int32,
+        info: tuple,  # from tile_info
         q_state: pipeline.PipelineState,
         kv_state: pipeline.PipelineState,
         pipeline_q: pipeline.PipelineAsync,
@@ -828,11 +855,9 @@ class FlashMaskFwdSm90:
         """Consumers: one tile, from its first Q K^T to the TMA store of O and lse."""
         acc_O, softmax, tiled_mma_pv = env[4], env[7], env[10]
         mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx = out
-        seqlen_q, seqlen_k, num_heads, _ = sizes
-        m_block, head, batch = self.tile_coords(tile, sizes)
-        blocks, mBoundsCur = self.tile_blocks(
-            m_block, head, batch, num_heads, seqlen_q, seqlen_k, lists
-        )
+        seqlen_q, seqlen_k = sizes[0], sizes[1]
+        m_block, head, batch = info[0], info[1], info[2]
+        blocks, mBoundsCur = self.tile_blocks(info, lists)
         # env with this tile's bounds, m_block and lengths after the softmax (ctx[8:12]).
         ctx = (*env[:8], mBoundsCur, m_block, seqlen_q, seqlen_k, *env[8:])
         q_state, kv_state = self.mma_tile(q_state, kv_state, pipeline_q, blocks, ctx)
@@ -875,10 +900,15 @@ class FlashMaskFwdSm90:
             pipeline_q.consumer_wait(q_state)
             # First block: S only (its P V is issued together with the next block's S).
             n_block = self.n_block_at(Int32(0), blocks)
-            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+            bits = None
+            if const_expr(self.first_bits == "early"):
+                bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
             pipeline_k.consumer_wait(kv_state)
             acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
-            _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, 0)
+            _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+            if const_expr(self.first_bits == "after_gemm"):
+                bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+            warpgroup.wait_group(0)
             pipeline_k.consumer_release(kv_state)
             if n_partial > 0:
                 apply_mask_bits(acc_S, bits)

@@ -4,18 +4,23 @@
 A persistent kernel launches one CTA per SM. CTA ``c`` starts with tile ``c``; afterwards its
 producer warp claims the next tile from a global counter (one atomic add per tile: the counter
 holds the number of tiles claimed beyond the first ``grid`` ones, and is zeroed before each
-launch) and hands every tile index to the consumer warpgroups through a small smem queue of
-``TILE_QUEUE_STAGES`` slots guarded by an mbarrier pipeline. After the last tile the producer
+launch) and hands every tile index, with up to ``TILE_INFO_WORDS - 1`` words the kernel derives from it, to
+the consumer warpgroups through a small smem queue of ``TILE_QUEUE_STAGES`` slots guarded by an
+mbarrier pipeline. After the last tile the producer
 pushes an index past the end, which ends the consumers' loop too.
 """
 
 from __future__ import annotations
 
+import cutlass
 import cutlass.cute as cute
 import cutlass.pipeline as pipeline
 from cutlass import Int32
 
 TILE_QUEUE_STAGES = 2
+#: Int32 words per queue slot: the tile index and what the kernel derives from it once, in the
+#: producer (for the forward: m_block, head, batch, mask head, n_partial, n_total).
+TILE_INFO_WORDS = 7
 
 
 def tile_queue(barrier_storage, num_consumer_threads: int) -> pipeline.PipelineAsync:
@@ -41,23 +46,37 @@ def claim_tile(mCounter: cute.Tensor, grid_size: Int32) -> Int32:
 
 @cute.jit
 def push_tile(
-    pipe: pipeline.PipelineAsync, state: pipeline.PipelineState, sTile: cute.Tensor, tile: Int32
+    pipe: pipeline.PipelineAsync, state: pipeline.PipelineState, sTile: cute.Tensor, words: tuple
 ) -> None:
-    """Producer warp: put ``tile`` in the queue slot of ``state`` once it is free."""
+    """Producer warp: put ``words`` (the tile index first, then what the kernel hands out with
+    it; ``sTile`` is ``(TILE_INFO_WORDS, TILE_QUEUE_STAGES)``) in the queue slot of ``state``
+    once it is free."""
     pipe.producer_acquire(state)
-    sTile[state.index] = tile
+    for k in cutlass.range_constexpr(len(words)):
+        sTile[k, state.index] = words[k]
     pipe.producer_commit(state)
 
 
 @cute.jit
 def pop_tile(
-    pipe: pipeline.PipelineAsync, state: pipeline.PipelineState, sTile: cute.Tensor
-) -> Int32:
-    """Consumer thread: the tile index in the slot of ``state`` (waits for it; frees the slot)."""
+    pipe: pipeline.PipelineAsync,
+    state: pipeline.PipelineState,
+    sTile: cute.Tensor,
+    num_words: cutlass.Constexpr[int],
+) -> list:
+    """Consumer thread: the ``num_words`` words in the slot of ``state`` (waits for them; frees
+    the slot); word 0 is the tile index."""
     pipe.consumer_wait(state)
-    tile = sTile[state.index]
+    words = [sTile[k, state.index] for k in range(num_words)]
     pipe.consumer_release(state)
-    return tile
+    return words
 
 
-__all__ = ["TILE_QUEUE_STAGES", "claim_tile", "pop_tile", "push_tile", "tile_queue"]
+__all__ = [
+    "TILE_INFO_WORDS",
+    "TILE_QUEUE_STAGES",
+    "claim_tile",
+    "pop_tile",
+    "push_tile",
+    "tile_queue",
+]
