@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the peers' BlockMask is built (default torch.compile(create_block_mask))",
     )
     p.add_argument("--target-ms", type=float, default=300.0, help="GPU time per measurement")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved timing rounds per case (every implementation once per round, the"
+        " order rotated; --target-ms is split over them)",
+    )
     p.add_argument("--cpu-demo", action="store_true", help="run the CPU demo even with a GPU")
     p.add_argument(
         "--anchors", help="anchors JSON to compare the peers with (default ../shared/anchors/...)"
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "blockmask": args.blockmask,
         "check": not args.no_check,
         "target_ms": args.target_ms,
+        "rounds": args.rounds,
     }
     meta = run_metadata(config)
     print(f"device: {meta['device']['name']}  versions: {meta['versions']}")
@@ -205,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             on_impl_done=(bar.update if bar is not None else lambda n=1: None),
             set_status=(bar.set_postfix_str if bar is not None else lambda s: None),
             timing_kw={"target_ms": args.target_ms},
+            rounds=args.rounds,
         )
         meta["elapsed_s"] = round(time.time() - t0, 1)
         write_all(out_dir, collector.rows(), meta)  # after every case: a cut run keeps its rows

@@ -1,4 +1,5 @@
-"""The run loop: for each case, same inputs for every implementation; check, then time.
+"""The run loop: for each case, same inputs for every implementation; check them all, then time
+them in interleaved rounds.
 
 Each implementation is isolated: a missing or failing peer (import, compile, out of memory, a
 wrong output) becomes a skipped row with its reason, never a crash of the whole run. Results are
@@ -157,11 +158,23 @@ def run_case(
     on_impl_done: Callable[[], None] = lambda: None,
     set_status: Callable[[str], None] = lambda s: None,
     timing_kw: dict | None = None,
+    rounds: int = 1,
 ) -> None:
-    """Run every implementation on one case (same inputs), recording rows or skips."""
-    timing_kw = timing_kw or {}
+    """Run every implementation on one case (same inputs), recording rows or skips.
+
+    First every implementation is prepared, compiled and checked; then all of them are timed
+    in ``rounds`` interleaved rounds (the order rotated from round to round, ``target_ms`` split
+    over the rounds), so that a slow phase of the GPU (clocks, power, temperature) falls on all
+    of them alike instead of on whichever ran then. A row's time is the median over the
+    iterations of all its rounds.
+    """
+    timing_kw = dict(timing_kw or {})
+    rounds = max(1, rounds)
+    if "target_ms" in timing_kw:
+        timing_kw["target_ms"] = timing_kw["target_ms"] / rounds
     inp = make_inputs(case, device)
     work = mask_work(inp.mask, case.batch, case.heads, case.head_dim)
+    ready = []  # (impl, fn, directions, block mask, compile seconds, check)
     for impl in impls:
         set_status(f"{case.label()} | {impl.name}")
         run_dirs: list[str] = []
@@ -200,9 +213,7 @@ def run_case(
             bm_note = f", block mask first {bm.first_s:.1f} s / {bm.ms:.2f} ms" if bm else ""
             chk = res.describe() if res is not None else "not checked"
             log(f"  {case.label()} {impl.name}: first calls {compile_s:.1f} s{bm_note}; {chk}")
-            for d in run_dirs:
-                t = time_direction(fn, inp, d, **timing_kw)
-                collector.add(case, impl.name, d, t, work, bm=bm, compile_s=compile_s, check=res)
+            ready.append((impl, fn, run_dirs, bm, compile_s, res))
         except Exception as e:  # a failing peer is skipped with its reason
             reason = f"{type(e).__name__}: {first_line(e)}"
             log(f"  {case.label()} {impl.name}: failed ({reason})")
@@ -211,4 +222,29 @@ def run_case(
             inp.zero_grad()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            on_impl_done()
+    times: dict[tuple[str, str], list[float]] = {}
+    failed: set[str] = set()
+    for rnd in range(rounds):
+        order = ready[rnd % len(ready) :] + ready[: rnd % len(ready)] if ready else []
+        for impl, fn, run_dirs, _, _, _ in order:
+            if impl.name in failed:
+                continue
+            set_status(f"{case.label()} | {impl.name} | round {rnd + 1}/{rounds}")
+            try:
+                for d in run_dirs:
+                    t = time_direction(fn, inp, d, **timing_kw)
+                    times.setdefault((impl.name, d), []).extend(t.times_ms)
+            except Exception as e:  # a peer failing while timed is skipped with its reason
+                reason = f"{type(e).__name__}: {first_line(e)}"
+                log(f"  {case.label()} {impl.name}: failed while timed ({reason})")
+                collector.skip(case, impl.name, run_dirs, reason, work)
+                failed.add(impl.name)
+            finally:
+                inp.zero_grad()
+    for impl, _, run_dirs, bm, compile_s, res in ready:
+        if impl.name not in failed:
+            for d in run_dirs:
+                t = Timing(times[(impl.name, d)])
+                collector.add(case, impl.name, d, t, work, bm=bm, compile_s=compile_s, check=res)
+    for _ in impls:
+        on_impl_done()

@@ -277,3 +277,72 @@ def test_main_without_gpu_runs_the_demo(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo, "run_cpu_demo", fake_demo)
     assert cli.main(["--out", str(tmp_path)]) == 0
     assert "No CUDA GPU" in capsys.readouterr().out and called["out"] == str(tmp_path)
+
+
+# ----------------------------------------------------------------------------- run loop
+def test_run_case_interleaves_rounds(monkeypatch):
+    """Every implementation is checked before any is timed; timing runs in rotated rounds and
+    a row's times are those of all its rounds; a peer failing while timed becomes a skip."""
+    import bench.runner as runner
+    from bench.peers import Impl
+
+    calls = []
+
+    class Fake(Impl):
+        def __init__(self, name, fail_timing=False):
+            super().__init__(torch.device("cpu"))
+            self.name = name
+            self.fail_timing = fail_timing
+
+        def prepare(self, inp):
+            def fn():
+                calls.append(("call", self.name))
+                return torch.zeros(1)
+
+            return fn
+
+    def fake_time(fn, inp, direction, **kw):
+        assert kw == {"target_ms": 100.0}  # 300 ms split over 3 rounds
+        fn()
+        name = calls[-1][1]
+        if name == "c" and ("time", "c", direction) in calls:  # c's second round fails
+            raise RuntimeError("boom")
+        calls.append(("time", name, direction))
+        return Timing([1.0, 2.0])
+
+    class FakeInputs:
+        def __init__(self):
+            self.mask = self.q = self.k = self.v = self.dout = None
+            self.shared = {}
+
+        def zero_grad(self):
+            pass
+
+    monkeypatch.setattr(runner, "make_inputs", lambda case, device: FakeInputs())
+    monkeypatch.setattr(
+        runner, "mask_work", lambda *a: flops.MaskWork(1, 1, 128, 128, 64, 1.0, 8256)
+    )
+    monkeypatch.setattr(runner, "first_call_s", lambda fn: (fn(), 0.0)[1])
+    monkeypatch.setattr(runner, "time_direction", fake_time)
+    col = Collector()
+    case = Case("causal", 256, 1, 2, 2, 64)
+    impls = [Fake("a"), Fake("b"), Fake("c")]
+    runner.run_case(
+        case,
+        impls,
+        ["fwd"],
+        col,
+        device=torch.device("cpu"),
+        check=False,
+        log=lambda s: None,
+        timing_kw={"target_ms": 300.0},
+        rounds=3,
+    )
+    timed = [c[1] for c in calls if c[0] == "time"]
+    first_time = next(i for i, c in enumerate(calls) if c[0] == "time")
+    assert {c[1] for c in calls[:first_time] if c[0] == "call"} == {"a", "b", "c"}
+    # round 1: a, b, c; round 2 (rotated): b, c fails, a; round 3: c skipped, a, b
+    assert timed == ["a", "b", "c", "b", "a", "a", "b"]
+    rows = {r.impl: r for r in col.rows()}
+    assert rows["a"].status == "ok" and rows["a"].ms == 1.5
+    assert rows["c"].status == "skipped" and "boom" in rows["c"].reason

@@ -4,10 +4,10 @@
 A persistent kernel launches one CTA per SM. CTA ``c`` starts with tile ``c``; afterwards its
 producer warp claims the next tile from a global counter (one atomic add per tile: the counter
 holds the number of tiles claimed beyond the first ``grid`` ones, and is zeroed before each
-launch) and hands every tile index, with up to ``TILE_INFO_WORDS - 1`` words the kernel derives from it, to
-the consumer warpgroups through a small smem queue of ``TILE_QUEUE_STAGES`` slots guarded by an
-mbarrier pipeline. After the last tile the producer
-pushes an index past the end, which ends the consumers' loop too.
+launch) and hands every tile index, with up to ``TILE_INFO_WORDS - 1`` words the kernel derives
+from it, to the consumer warpgroups through a small smem queue of ``TILE_QUEUE_STAGES`` slots
+guarded by an mbarrier pipeline. After the last tile the producer pushes an index past the end,
+which ends the consumers' loop too.
 """
 
 from __future__ import annotations
