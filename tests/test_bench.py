@@ -346,3 +346,32 @@ def test_run_case_interleaves_rounds(monkeypatch):
     rows = {r.impl: r for r in col.rows()}
     assert rows["a"].status == "ok" and rows["a"].ms == 1.5
     assert rows["c"].status == "skipped" and "boom" in rows["c"].reason
+
+
+@pytest.mark.parametrize(
+    "name, partial, full",
+    [
+        ("causal_n1_clean", 16, 136 - 16),
+        ("causal_n2_clean", 16, 136 - 16),
+        ("full_n2_clean", 0, 256),
+        ("causal_n1_allpartial", 136, 0),
+        ("causal_n2_allpartial", 136, 0),
+        ("full_n2_allpartial", 256, 0),
+        ("bd_4", 0, 64),
+        ("bd_4_p", 64, 0),
+        ("bd_2_p", 32, 0),
+    ],
+)
+def test_tile_cost_synthetic_masks(name, partial, full):
+    """bench.tile_cost's synthetic masks visit the tiles its docstring says (S = 2048: 16 x 16
+    tiles of 128)."""
+    from bench.tile_cost import synthetic
+    from fm4.masks.tiles import build_tile_lists
+
+    causal, sri = synthetic(name, 2048, torch.device("cpu"))
+    tl = build_tile_lists(sri[None, None], causal, 2048, 2048, 128, 128, backward=False)
+    assert tl.fwd_partial_cnt.sum().item() == partial
+    assert tl.fwd_full_cnt.sum().item() == full
+    if name.startswith("bd_"):  # every m_block has exactly K tiles
+        k = int(name.split("_")[1])
+        assert (tl.fwd_partial_cnt + tl.fwd_full_cnt).eq(k).all()

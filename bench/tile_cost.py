@@ -1,0 +1,243 @@
+"""What one tile costs in fm4's forward: synthetic masks with known tile counts (H100, D=128).
+
+    python -m bench.tile_cost                       # default masks, default kernel
+    python -m bench.tile_cost --masks bd_2,bd_4,bd_8,bd_4_p,sliding_window --rounds 5
+    # A/B across commits: export each build's kernels on the CPU, time them side by side
+    PYTHONPATH=<old checkout> python -m bench.tile_cost --export objs/old --name old
+    python -m bench.tile_cost --export objs/new --name new
+    python -m bench.tile_cost --objects objs/old,objs/new --masks ...
+
+Every mask runs B=16, H=32, S=8K, bf16 through the forward kernel alone (tile lists built
+outside the timed call), variants timed in interleaved rounds (order rotated), median of the
+rounds. Printed per mask: visited and partial tiles per head, m_blocks with work, ms, and
+"us/tile" = ms / (visited tiles of all heads / SM count): what one SM spends on one 128x128
+tile, so masks of different sizes compare. Synthetic masks (each built for one mask head):
+
+* ``causal_n1_clean`` / ``causal_n2_clean`` / ``full_n2_clean``: the causal / full mask
+  written as bounds that mask nothing: the same tiles as ``causal`` / ``full`` through the
+  bounds kernels (their unmasked loop and list reads).
+* ``causal_n1_allpartial`` / ``causal_n2_allpartial`` / ``full_n2_allpartial``: the same tiles,
+  every one of them partial (one column per n_block masks a row of each m_block).
+* ``bd_K``: block diagonal, documents of K tiles (non-causal, n = 2): every m_block has exactly
+  K unmasked tiles; ``bd_K_p``: the same tiles, all partial. The time against K separates the
+  cost of a tile from the cost of an m_block (its first block, epilogue, hand-over).
+
+Any registry mask name works too (built with B = 16 and H = 32 heads, seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+S, B, H, D = 8192, 16, 32, 128
+TILE = 128
+MODES = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
+DEFAULT_MASKS = (
+    "causal,causal_n1_clean,causal_n1_allpartial,causal_n2_allpartial,full,full_n2_clean,"
+    "full_n2_allpartial,bd_2,bd_4,bd_8,bd_4_p,sliding_window,share_question,document"
+)
+
+
+def synthetic(name: str, seqlen: int, device):
+    """(causal, bounds ``[Sk, n]`` int32 or None) of a synthetic mask; None if not synthetic.
+
+    Tile counts (tile 128, seqlen a multiple of 128, seqlen / 128 m_blocks <= 128): see the
+    module docstring; ``tests/test_bench.py`` checks them.
+    """
+    import torch
+
+    j = torch.arange(seqlen, device=device, dtype=torch.int32)
+    t = j % TILE  # column within its n_block
+    num_m = seqlen // TILE
+    none = torch.full_like(j, seqlen)
+    if name == "causal_n1_clean":
+        return True, none[:, None]
+    if name == "causal_n2_clean":
+        return True, torch.stack([none, none], -1)
+    if name == "full_n2_clean":  # masked iff i >= Sk or i < 0: nothing
+        return False, torch.stack([none, torch.zeros_like(j)], -1)
+    # column t of every n_block masks the rows from the last row of m_block t on
+    last_row = torch.where(t < num_m, t * TILE + TILE - 1, none)
+    if name == "causal_n1_allpartial":
+        return True, last_row[:, None]
+    if name == "causal_n2_allpartial":  # just that row: [last, last + 1)
+        return True, torch.stack([last_row, torch.where(t < num_m, last_row + 1, none)], -1)
+    if name == "full_n2_allpartial":
+        return False, torch.stack([last_row, torch.zeros_like(j)], -1)
+    if name.startswith("bd_"):
+        parts = name.split("_")
+        k = int(parts[1])
+        start = (j // (k * TILE)) * (k * TILE)
+        upper = start.clone()  # masked iff i >= start + k*128 or i < upper
+        if parts[-1] == "p":  # column t < k of each n_block masks rows up to t*128 of its doc
+            upper = torch.where(t < k, start + t * TILE + 1, start)
+        return False, torch.stack([start + k * TILE, upper], -1)
+    return None
+
+
+def mask_case(name: str, device):
+    """(causal, bounds ``[B, Hm, Sk, n]`` or None) for a synthetic or registry mask."""
+    syn = synthetic(name, S, device)
+    if syn is not None:
+        causal, sri = syn
+        return causal, sri[None, None].expand(B, 1, *sri.shape).contiguous()
+    if name in ("causal", "full"):
+        return name == "causal", None
+    from fm4.masks.registry import make_mask
+
+    m = make_mask(name, S, batch=B, num_heads=H, device=device)
+    return bool(m.causal), m.startend_row_indices
+
+
+def export(folder: str, name: str, kwargs: dict) -> None:
+    """CPU or GPU: compile every forward mode (sm_90a) of one variant into FOLDER/NAME-C-N.o."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    jobs = [(folder, name, kwargs, c, n) for c, n in MODES]
+    with cf.ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as ex:
+        for path in ex.map(_export_one, jobs):
+            print(path, flush=True)
+
+
+def _export_one(job: tuple) -> str:
+    import os
+
+    os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
+    from fm4.cute_kernels.fwd_launch import _compile_fwd
+
+    folder, name, kwargs, causal, nb = job
+    fn = _compile_fwd("BFloat16", D, causal, nb, arch="sm_90a", **kwargs)
+    path = f"{folder}/{name}-{int(causal)}-{nb}.o"
+    fn.export_to_c(object_file_path=path, function_name="func")
+    return path
+
+
+def load_objects(folders: list[str], modes: set) -> tuple[list[str], dict]:
+    """Kernels exported by :func:`export`: (variant names, {(name, causal, n): function})."""
+    import glob
+    import os
+
+    import cutlass.cute as cute
+
+    names, fns = [], {}
+    for folder in folders:
+        for path in sorted(glob.glob(os.path.join(folder, "*.o"))):
+            name, c, n = os.path.basename(path)[:-2].rsplit("-", 2)
+            if (c == "1", int(n)) not in modes:
+                continue
+            if name not in names:
+                names.append(name)
+            fns[(name, c == "1", int(n))] = cute.runtime.load_module(path, enable_tvm_ffi=True)[
+                "func"
+            ]
+    return names, fns
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--masks", default=DEFAULT_MASKS)
+    ap.add_argument("--variants", default="default", help="bench.fwd_perf variant names")
+    ap.add_argument("--objects", default="", help="folders written by --export (A/B builds)")
+    ap.add_argument("--export", default="", help="only compile the kernels into this folder")
+    ap.add_argument("--name", default="default", help="variant name for --export")
+    ap.add_argument("--kwargs", default="{}", help="FlashMaskFwdSm90 knobs for --export (JSON)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=16)
+    args = ap.parse_args(argv)
+    if args.export:
+        import json
+
+        export(args.export, args.name, json.loads(args.kwargs))
+        return 0
+
+    import torch
+
+    from bench.fwd_perf import VARIANTS, compile_all
+    from bench.timing import time_cuda
+    from fm4.cute_kernels.fwd_launch import persistent_args, sm_count
+    from fm4.masks.tiles import build_tile_lists
+
+    dev = torch.device("cuda")
+    masks = args.masks.split(",")
+    cases = {m: mask_case(m, dev) for m in masks}
+    modes = {(c, 0 if s is None else s.shape[-1]) for c, s in cases.values()}
+    t0 = time.time()
+    if args.objects:
+        variants, compiled = load_objects(args.objects.split(","), modes)
+    else:
+        variants = args.variants.split(",")
+        keys = [(v, c, n) for v in variants for c, n in sorted(modes)]
+        compiled = compile_all(keys, D, "sm_90a", args.jobs)
+    print(f"{len(compiled)} kernels ready in {time.time() - t0:.0f} s", flush=True)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q, k, v = (
+        torch.randn(B, S, H, D, device=dev, dtype=torch.bfloat16, generator=gen) for _ in range(3)
+    )
+    scale = 1 / math.sqrt(D)
+    sms = sm_count(dev)
+    print(f"\nS={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, {sms} SMs")
+    cells = " | ".join(f"{name} ms | {name} us/tile" for name in variants)
+    print(f"| mask | causal | n | tiles/head | partial/head | m_blocks/head | {cells} |")
+    print("|---|---|---|---|---|---|" + "---|---|" * len(variants))
+    for m in masks:
+        causal, sri = cases[m]
+        nb = 0 if sri is None else sri.shape[-1]
+        if sri is not None:
+            tl = build_tile_lists(sri, causal, S, S, TILE, TILE, backward=False)
+            lists = [tl.fwd_partial_cnt, tl.fwd_partial_idx, tl.fwd_full_cnt, tl.fwd_full_idx]
+            mask_args = [sri, *lists]
+            heads = B * sri.shape[1]
+            visited = (tl.fwd_partial_cnt.sum() + tl.fwd_full_cnt.sum()).item() / heads
+            partial = tl.fwd_partial_cnt.sum().item() / heads
+            rows = ((tl.fwd_partial_cnt + tl.fwd_full_cnt) > 0).sum().item() / heads
+        else:
+            mask_args = [None] * 5
+            mt = S // TILE
+            visited = mt * (mt + 1) / 2 if causal else mt * mt
+            partial, rows = (mt if causal else 0), mt
+        runs, ref = {}, None
+        for name in variants:
+            fn = compiled[(name, causal, nb)]
+            out = torch.empty_like(q)
+            lse = torch.empty(B, H, S, device=dev)
+            pers = VARIANTS.get(name, {}).get("persistent")
+
+            def run(fn=fn, out=out, lse=lse, p=pers, extra=tuple(mask_args)):
+                fn(q, k, v, out, lse, scale, *extra, *persistent_args(D, dev, p))
+
+            run()
+            torch.cuda.synchronize()
+            if torch.isnan(out).any():
+                print(f"{m} {name}: NaN in the output", file=sys.stderr)
+                return 1
+            if ref is None:
+                ref = out.clone()
+            elif not torch.equal(out, ref):
+                err = (out.float() - ref.float()).abs().max().item()
+                print(f"  {m} {name}: max |out - {variants[0]}| = {err:.3g}", file=sys.stderr)
+            runs[name] = run
+        per = {name: [] for name in variants}
+        for rnd in range(args.rounds):
+            order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
+            for name in order:
+                t = time_cuda(runs[name], warmup=2, min_reps=args.reps, max_reps=args.reps)
+                per[name].append(t.median_ms)
+        vals = []
+        for name in variants:
+            ms = statistics.median(per[name])
+            vals.append(f"{ms:.3f} | {ms * 1e3 / (visited * B * H / sms):.3f}")
+        line = f"| {m} | {int(causal)} | {nb} | {visited:.0f} | {partial:.0f} | {rows:.0f} | "
+        print(line + " | ".join(vals) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
