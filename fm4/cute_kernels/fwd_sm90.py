@@ -74,6 +74,7 @@ from fm4.cute_kernels.softmax import (
     acc_to_mn,
     convert_to_16bit,
 )
+from fm4.cute_kernels.tile_lists import list_counts, list_idx_rows
 from fm4.cute_kernels.tile_scheduler import (
     TILE_INFO_WORDS,
     TILE_QUEUE_STAGES,
@@ -584,10 +585,7 @@ class FlashMaskFwdSm90:
         n_total = Int32(0)
         n_partial = Int32(0)
         if const_expr(self.has_lists):
-            mPartialCnt, mFullCnt = lists[1], lists[3]
-            head_m = head // (num_heads // mPartialCnt.shape[1])
-            n_partial = mPartialCnt[batch, head_m, m_block]
-            n_total = n_partial + mFullCnt[batch, head_m, m_block]
+            head_m, n_partial, n_total = list_counts(lists[1:], batch, head, num_heads, m_block)
         else:
             n_block_max = cute.ceil_div(seqlen_k, self.tile_n)
             n_partial = Int32(1)
@@ -615,10 +613,8 @@ class FlashMaskFwdSm90:
         mFIdx = None
         mBoundsCur = None
         if const_expr(self.has_lists):
-            mBounds, mPIdxAll, mFIdxAll = lists[0], lists[2], lists[4]
-            mPIdx = mPIdxAll[batch, head_m, m_block, None]
-            mFIdx = mFIdxAll[batch, head_m, m_block, None]
-            mBoundsCur = mBounds[batch, head_m, None, None]
+            mPIdx, mFIdx = list_idx_rows(lists[1:], batch, head_m, m_block)
+            mBoundsCur = lists[0][batch, head_m, None, None]
         return (n_total, n_partial, mPIdx, mFIdx), mBoundsCur
 
     @cute.jit

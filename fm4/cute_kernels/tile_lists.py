@@ -509,16 +509,29 @@ def build_tile_lists_cute(
     )
 
 
-def list_row(lists: tuple, batch: Int32, head: Int32, num_heads: Int32, row: Int32) -> tuple:
-    """Device side: one row of the lists, as the attention kernels read it (inline at trace).
+def list_counts(lists: tuple, batch: Int32, head: Int32, num_heads: Int32, row: Int32) -> tuple:
+    """Device side: the counts of one row of the lists (inline at trace).
 
     ``lists``: ``(partial_cnt, partial_idx, full_cnt, full_idx)`` of one direction (forward:
     rows are m_blocks; backward: n_blocks), ``[B, Hm, rows]`` / ``[B, Hm, rows, cols]``;
     ``head`` is a query head of ``num_heads``, mapped to its mask head (Hm in {1, H_kv, H}).
-    Returns ``(n_partial, n_total, partial_idx_row, full_idx_row)``.
+    Returns ``(mask_head, n_partial, n_total)``.
     """
-    cnt_p, idx_p, cnt_f, idx_f = lists
+    cnt_p, _, cnt_f, _ = lists
     head_m = head // (num_heads // cnt_p.shape[1])
     n_partial = cnt_p[batch, head_m, row]
-    n_total = n_partial + cnt_f[batch, head_m, row]
-    return n_partial, n_total, idx_p[batch, head_m, row, None], idx_f[batch, head_m, row, None]
+    return head_m, n_partial, n_partial + cnt_f[batch, head_m, row]
+
+
+def list_idx_rows(lists: tuple, batch: Int32, head_m: Int32, row: Int32) -> tuple:
+    """Device side: ``(partial_idx_row, full_idx_row)`` of one row of the lists, for the mask
+    head ``head_m`` (from :func:`list_counts`)."""
+    _, idx_p, _, idx_f = lists
+    return idx_p[batch, head_m, row, None], idx_f[batch, head_m, row, None]
+
+
+def list_row(lists: tuple, batch: Int32, head: Int32, num_heads: Int32, row: Int32) -> tuple:
+    """Device side: one row of the lists, as the attention kernels read it (inline at trace):
+    ``(n_partial, n_total, partial_idx_row, full_idx_row)`` (see :func:`list_counts`)."""
+    head_m, n_partial, n_total = list_counts(lists, batch, head, num_heads, row)
+    return (n_partial, n_total, *list_idx_rows(lists, batch, head_m, row))
