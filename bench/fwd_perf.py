@@ -59,12 +59,29 @@ def compile_variant(head_dim: int, causal: bool, n_bounds: int, arch: str | None
     return _compile_fwd("BFloat16", head_dim, causal, n_bounds, arch=arch, **kw)
 
 
-def _compile_to_file(job: tuple) -> str:
-    """Worker: compile one (variant, causal, n_bounds) and export it as an object file."""
-    name, head_dim, causal, nb, arch, path = job
-    fn = compile_variant(head_dim, causal, nb, arch, **VARIANTS[name])
+def compile_to_file(job: tuple) -> str:
+    """Worker: compile one ``(head_dim, causal, n_bounds, arch, path, knobs)`` forward kernel
+    and export it as an object file (``arch`` given: compiles without a GPU)."""
+    import os
+
+    head_dim, causal, nb, arch, path, knobs = job
+    if arch:
+        os.environ.setdefault("CUTE_DSL_ARCH", arch)
+    fn = compile_variant(head_dim, causal, nb, arch, **knobs)
     fn.export_to_c(object_file_path=path, function_name="func")
     return path
+
+
+def object_files(folder: str) -> list[tuple[str, bool, int, str]]:
+    """``(name, causal, n_bounds, path)`` of the ``NAME-CAUSAL-NB.o`` kernels in ``folder``."""
+    import glob
+    import os
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(folder, "*.o"))):
+        name, causal, nb = os.path.basename(path)[:-2].rsplit("-", 2)
+        out.append((name, causal == "1", int(nb), path))
+    return out
 
 
 def compile_all(keys: list, head_dim: int, arch: str, jobs: int) -> dict:
@@ -77,12 +94,12 @@ def compile_all(keys: list, head_dim: int, arch: str, jobs: int) -> dict:
 
     folder = tempfile.mkdtemp(prefix="fwd_perf_")
     work = [
-        (name, head_dim, causal, nb, arch, f"{folder}/{name}-{int(causal)}-{nb}.o")
+        (head_dim, causal, nb, arch, f"{folder}/{name}-{int(causal)}-{nb}.o", VARIANTS[name])
         for name, causal, nb in keys
     ]
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
-        paths = list(ex.map(_compile_to_file, work))
+        paths = list(ex.map(compile_to_file, work))
     return {
         key: cute.runtime.load_module(path, enable_tvm_ffi=True)["func"]
         for key, path in zip(keys, paths, strict=True)
@@ -171,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.flops import mask_work
     from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
     from bench.suite import Case
-    from bench.timing import time_cuda
+    from bench.timing import rotation, time_cuda
     from fm4.cute_kernels.fwd_launch import persistent_args, tile_shape
     from fm4.masks.registry import MASKS
     from fm4.masks.tiles import build_tile_lists
@@ -196,14 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         compiled = compile_all(keys, D, "sm_90a", args.jobs)
         print(f"compiled {len(keys)} kernels in {time.time() - t0:.0f} s", flush=True)
     if args.objects:
-        import glob
-        import os
-
         import cutlass.cute as cute
 
-        for path in sorted(glob.glob(os.path.join(args.objects, "*.o"))):
-            name, causal, nb = os.path.basename(path)[:-2].rsplit("-", 2)
-            key = (f"obj:{name}", causal == "1", int(nb))
+        for name, causal, nb, path in object_files(args.objects):
+            key = (f"obj:{name}", causal, nb)
             compiled[key] = cute.runtime.load_module(path, enable_tvm_ffi=True)["func"]
 
     def timed(fn) -> float:
@@ -262,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         # effects spread over the variants); the reported time is the median over rounds.
         per_round: dict[str, list[float]] = {name: [] for name in variants}
         for rnd in range(args.rounds):
-            order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
-            for name in order:
+            for name in rotation(variants, rnd):
                 per_round[name].append(timed(runs[name]))
         for name in variants:
             row[name] = statistics.median(per_round[name])

@@ -19,7 +19,7 @@ from bench.flops import MaskWork, mask_work
 from bench.peers import BASELINE, DENSE_BASELINE, Impl, Inputs, first_line, make_inputs
 from bench.report import Row, fill_speedups
 from bench.suite import Case
-from bench.timing import Timing, first_call_s, time_cuda
+from bench.timing import Timing, first_call_s, rotation, time_cuda
 
 
 @dataclass
@@ -225,8 +225,7 @@ def run_case(
     times: dict[tuple[str, str], list[float]] = {}
     failed: set[str] = set()
     for rnd in range(rounds):
-        order = ready[rnd % len(ready) :] + ready[: rnd % len(ready)] if ready else []
-        for impl, fn, run_dirs, _, _, _ in order:
+        for impl, fn, run_dirs, _, _, _ in rotation(ready, rnd):
             if impl.name in failed:
                 continue
             set_status(f"{case.label()} | {impl.name} | round {rnd + 1}/{rounds}")

@@ -93,50 +93,36 @@ def mask_case(name: str, device):
     return bool(m.causal), m.startend_row_indices
 
 
-def export(folder: str, name: str, kwargs: dict) -> None:
+def export(folder: str, name: str, knobs: dict) -> None:
     """CPU or GPU: compile every forward mode (sm_90a) of one variant into FOLDER/NAME-C-N.o."""
     import concurrent.futures as cf
     import multiprocessing as mp
     import os
 
+    from bench.fwd_perf import compile_to_file
+
     os.makedirs(folder, exist_ok=True)
-    jobs = [(folder, name, kwargs, c, n) for c, n in MODES]
+    jobs = [(D, c, n, "sm_90a", f"{folder}/{name}-{int(c)}-{n}.o", knobs) for c, n in MODES]
     with cf.ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as ex:
-        for path in ex.map(_export_one, jobs):
+        for path in ex.map(compile_to_file, jobs):
             print(path, flush=True)
-
-
-def _export_one(job: tuple) -> str:
-    import os
-
-    os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
-    from fm4.cute_kernels.fwd_launch import _compile_fwd
-
-    folder, name, kwargs, causal, nb = job
-    fn = _compile_fwd("BFloat16", D, causal, nb, arch="sm_90a", **kwargs)
-    path = f"{folder}/{name}-{int(causal)}-{nb}.o"
-    fn.export_to_c(object_file_path=path, function_name="func")
-    return path
 
 
 def load_objects(folders: list[str], modes: set) -> tuple[list[str], dict]:
     """Kernels exported by :func:`export`: (variant names, {(name, causal, n): function})."""
-    import glob
-    import os
-
     import cutlass.cute as cute
+
+    from bench.fwd_perf import object_files
 
     names, fns = [], {}
     for folder in folders:
-        for path in sorted(glob.glob(os.path.join(folder, "*.o"))):
-            name, c, n = os.path.basename(path)[:-2].rsplit("-", 2)
-            if (c == "1", int(n)) not in modes:
+        for name, causal, nb, path in object_files(folder):
+            if (causal, nb) not in modes:
                 continue
             if name not in names:
                 names.append(name)
-            fns[(name, c == "1", int(n))] = cute.runtime.load_module(path, enable_tvm_ffi=True)[
-                "func"
-            ]
+            module = cute.runtime.load_module(path, enable_tvm_ffi=True)
+            fns[(name, causal, nb)] = module["func"]
     return names, fns
 
 
@@ -161,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.fwd_perf import VARIANTS, compile_all
-    from bench.timing import time_cuda
+    from bench.timing import rotation, time_cuda
     from fm4.cute_kernels.fwd_launch import persistent_args, sm_count
     from fm4.masks.tiles import build_tile_lists
 
@@ -226,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = run
         per = {name: [] for name in variants}
         for rnd in range(args.rounds):
-            order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
-            for name in order:
+            for name in rotation(variants, rnd):
                 t = time_cuda(runs[name], warmup=2, min_reps=args.reps, max_reps=args.reps)
                 per[name].append(t.median_ms)
         vals = []

@@ -34,6 +34,15 @@ class Timing:
         return (max(self.times_ms) - min(self.times_ms)) / self.median_ms
 
 
+def rotation(items: list, rnd: int) -> list:
+    """``items`` in the order of round ``rnd`` of interleaved timing: rotated by ``rnd``, so that
+    each item leads once every ``len(items)`` rounds (drift and order effects spread evenly)."""
+    if not items:
+        return []
+    k = rnd % len(items)
+    return items[k:] + items[:k]
+
+
 def reps_for(estimate_ms: float, *, min_reps: int, max_reps: int, target_ms: float) -> int:
     """Iterations to run for a call of ``estimate_ms``: about ``target_ms`` in total, clamped."""
     if not estimate_ms or estimate_ms <= 0:
