@@ -246,6 +246,7 @@ class FlashMaskFwdSm90:
         claim: str | None = None,
         order: str | None = None,
         first_bits: str | None = None,
+        o_store: str = "cta",
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -266,7 +267,11 @@ class FlashMaskFwdSm90:
         (partial if any is) gets its mask bits, "early" (before its Q K^T is issued, like the
         other blocks with mask_at "early") or "after_gemm" (its Q K^T issued first, so the bound
         loads overlap the GEMM; nothing else overlaps it, as the previous block's P V does for
-        the other blocks).
+        the other blocks). o_store (persistent): "cta" (both warpgroups stage O, one 256-thread
+        barrier, one TMA store of the 128 rows) or "wg" (each warpgroup stages its 64 rows in
+        its own half of sO and stores them itself after a 128-thread barrier: no warpgroup
+        waits for the other at the end of a tile). EXPERIMENTAL: "wg" compiles (sm_90a, no
+        spills) but has not run on a GPU yet.
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -317,6 +322,11 @@ class FlashMaskFwdSm90:
         self.first_bits = FIRST_BITS if first_bits is None else first_bits
         if self.first_bits not in ("early", "after_gemm"):
             raise ValueError(f"first_bits must be 'early' or 'after_gemm', got {first_bits!r}")
+        self.o_store = o_store
+        if self.o_store not in ("cta", "wg"):
+            raise ValueError(f"o_store must be 'cta' or 'wg', got {o_store!r}")
+        if self.o_store == "wg" and not self.persistent:
+            raise ValueError("o_store='wg' needs the persistent kernel (its own O buffer)")
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -368,7 +378,6 @@ class FlashMaskFwdSm90:
         sQ_layout = _smem_layout(self.dtype, self.tile_m, self.head_dim)
         sK_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
         sV_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
-        sO_layout = sQ_layout  # O is staged in sQ's buffer, or its own when persistent
 
         self.shared_storage = _shared_storage(
             self.dtype, self.num_stages, sQ_layout, sK_layout, sV_layout, self.persistent
@@ -385,8 +394,9 @@ class FlashMaskFwdSm90:
         tma_atom_V, tma_V = cpasync.make_tiled_tma_atom(
             load_op, mV, cute.select(sV_layout, mode=[0, 1]), (self.tile_n, self.head_dim), 1
         )
+        o_rows = self.tile_m if const_expr(self.o_store == "cta") else 64
         tma_atom_O, tma_O = cpasync.make_tiled_tma_atom(
-            store_op, mO, sO_layout, (self.tile_m, self.head_dim)
+            store_op, mO, _smem_layout(self.dtype, o_rows, self.head_dim), (o_rows, self.head_dim)
         )
         self.bytes_q = cute.size_in_bytes(self.dtype, sQ_layout)
         self.bytes_kv = cute.size_in_bytes(self.dtype, cute.select(sK_layout, mode=[0, 1]))
@@ -489,6 +499,10 @@ class FlashMaskFwdSm90:
         sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
         o_storage = storage.sO if const_expr(self.persistent) else storage.sQ
         sO = o_storage.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
+        if const_expr(self.o_store == "wg"):
+            # (64, d, warpgroup): each warpgroup's rows in a 64-row TMA box of their own.
+            sO_wg_layout = _smem_layout(self.dtype, 64, self.head_dim, NUM_CONSUMER_WARPGROUPS)
+            sO = o_storage.get_tensor(sO_wg_layout.outer, swizzle=sO_wg_layout.inner)
 
         # Tiles: this CTA's own one (grid = all tiles), or its first one and then whatever the
         # tile queue hands out (persistent).
@@ -830,7 +844,7 @@ class FlashMaskFwdSm90:
                 m_block, head, batch, head_m, n_partial, n_total = info
                 tile_state.advance()
             # The last O store must have read sO before the CTA exits.
-            if tidx < cute.arch.WARP_SIZE:
+            if tidx % self.o_store_threads() < cute.arch.WARP_SIZE:
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
         else:
             info = self.tile_info(tile, sizes, lists)
@@ -1043,6 +1057,10 @@ class FlashMaskFwdSm90:
             softmax.rescale_o(acc_O, row_scale)
         return kv_state
 
+    def o_store_threads(self) -> int:
+        """Threads that stage and store one O box (see ``o_store``)."""
+        return self.num_mma_threads if self.o_store == "cta" else THREADS_PER_WG
+
     def use_asm_cvt(self, masked: bool) -> bool:
         """Whether P of a masked / unmasked block is converted with inline asm (trace time)."""
         return self.p_cvt_asm is True or (self.p_cvt_asm == "unmasked" and not masked)
@@ -1098,20 +1116,26 @@ class FlashMaskFwdSm90:
     ):
         rO = cute.make_rmem_tensor(acc_O.shape, self.dtype)
         rO.store(acc_O.load().to(self.dtype))
+        # Threads that stage and store one O box: all consumers ("cta") or one warpgroup ("wg");
+        # the first warp of each group issues its TMA store.
+        n_store = self.o_store_threads()
+        sO_mn = sO  # (tile_m, d) view of the staging buffer
+        bar_id = int(NamedBarrierFwd.Epilogue)
+        if const_expr(self.o_store == "wg"):
+            sO_mn = cute.group_modes(_select(sO, [0, 2, 1]), 0, 2)
+            bar_id = int(NamedBarrierFwd.EpilogueWG1) + tidx // THREADS_PER_WG
         if const_expr(self.persistent):  # noqa: SIM102 (trace-time + run-time condition)
             # The last tile's O store must have read sO before it is overwritten.
-            if tidx < cute.arch.WARP_SIZE:
+            if tidx % n_store < cute.arch.WARP_SIZE:
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
         # Every consumer must be done reading sQ (its last Q K^T) before O overwrites it
         # (persistent: sO is free, see above).
-        cute.arch.barrier(
-            barrier_id=int(NamedBarrierFwd.Epilogue), number_of_threads=self.num_mma_threads
-        )
+        cute.arch.barrier(barrier_id=bar_id, number_of_threads=n_store)
         smem_copy_atom = cute.make_copy_atom(
             warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
         )
         smem_thr_copy = cute.make_tiled_copy_C(smem_copy_atom, tiled_mma_pv).get_slice(tidx)
-        cute.copy(smem_copy_atom, smem_thr_copy.retile(rO), smem_thr_copy.partition_D(sO))
+        cute.copy(smem_copy_atom, smem_thr_copy.retile(rO), smem_thr_copy.partition_D(sO_mn))
 
         # lse: the first thread of each row quad writes its rows.
         tOcO_mn = acc_to_mn(
@@ -1124,18 +1148,20 @@ class FlashMaskFwdSm90:
                     mLSE[batch, head, row] = lse[r]
 
         cute.arch.fence_view_async_shared()
-        cute.arch.barrier(
-            barrier_id=int(NamedBarrierFwd.Epilogue), number_of_threads=self.num_mma_threads
-        )
-        if tidx < cute.arch.WARP_SIZE:
-            gO = cute.local_tile(
-                mO[None, None, head, batch], (self.tile_m, self.head_dim), (m_block, 0)
-            )
+        cute.arch.barrier(barrier_id=bar_id, number_of_threads=n_store)
+        if tidx % n_store < cute.arch.WARP_SIZE:
+            o_rows = n_store // THREADS_PER_WG * 64
+            box = m_block
+            sO_box = sO
+            if const_expr(self.o_store == "wg"):
+                box = m_block * NUM_CONSUMER_WARPGROUPS + tidx // THREADS_PER_WG
+                sO_box = sO[None, None, tidx // THREADS_PER_WG]
+            gO = cute.local_tile(mO[None, None, head, batch], (o_rows, self.head_dim), (box, 0))
             tOsO, tOgO = cpasync.tma_partition(
                 tma_atom_O,
                 0,
                 cute.make_layout(1),
-                cute.group_modes(sO, 0, 2),
+                cute.group_modes(sO_box, 0, 2),
                 cute.group_modes(gO, 0, 2),
             )
             cute.copy(tma_atom_O, tOsO, tOgO)

@@ -15,3 +15,6 @@ class NamedBarrierFwd(enum.IntEnum):
     # issuing its GEMMs and, after issuing them, arrives on the other warpgroup's barrier.
     WarpSchedulerWG1 = 2
     WarpSchedulerWG2 = 3
+    # o_store="wg": one warpgroup's O staged in its half of sO (128 threads each).
+    EpilogueWG1 = 4
+    EpilogueWG2 = 5
