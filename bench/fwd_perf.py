@@ -34,6 +34,10 @@ VARIANTS: dict[str, dict] = {
     "lpt": {"order": "lpt"},
     # a tile's first block: mask bits before its Q K^T is issued (the default until session 6)
     "first_early": {"first_bits": "early"},
+    # per-warpgroup O store; next tile's first Q K^T with this tile's last P V (experimental)
+    "o_store_wg": {"o_store": "wg"},
+    "tile_overlap": {"tile_overlap": True},
+    "tile_overlap_wg": {"tile_overlap": True, "o_store": "wg"},
     "base": {"p_cvt_asm": False, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm": {"p_cvt_asm": True, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm_early_rescale": {"p_cvt_asm": True, "rescale_o_before_pv": True, "mask_impl": "v1"},
@@ -106,18 +110,23 @@ def compile_all(keys: list, head_dim: int, arch: str, jobs: int) -> dict:
     }
 
 
-def _warm_one(key: tuple) -> tuple:
-    """Worker: compile one launcher configuration into the disk cache (``FM4_CACHE_DIR``)."""
+def _warm_one(job: tuple) -> tuple:
+    """Worker: compile one launcher configuration ``(key, knobs)`` into the disk cache
+    (``FM4_CACHE_DIR``), under the key ``attention_fwd_sm90`` looks up."""
     from fm4.cute_kernels.compile_utils import get_or_compile
-    from fm4.cute_kernels.fwd_launch import _compile_fwd
+    from fm4.cute_kernels.fwd_launch import _compile_fwd, compile_key
 
-    get_or_compile({}, key, lambda: _compile_fwd(*key), name="fwd_sm90")
-    return key
+    key, knobs = job
+    get_or_compile(
+        {}, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
+    )
+    return job
 
 
 def warm_cache(jobs: int) -> int:
-    """Compile every default forward configuration the launcher can ask for into the disk
-    cache, in ``jobs`` processes (GPU test runs then load instead of compiling serially)."""
+    """Compile every default forward configuration the launcher can ask for, and the GPU
+    tests' knob sets (``FWD_TEST_KNOBS``, bf16, D = 128), into the disk cache, in ``jobs``
+    processes (GPU test runs then load instead of compiling serially)."""
     import concurrent.futures as cf
     import multiprocessing as mp
     import os
@@ -126,11 +135,18 @@ def warm_cache(jobs: int) -> int:
     if not os.environ.get("FM4_CACHE_DIR"):
         print("--warm-cache needs FM4_CACHE_DIR", file=sys.stderr)
         return 1
+    from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
+
     modes = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
     keys = [
-        (dt, d, causal, nb)
+        ((dt, d, causal, nb), {})
         for dt in ("BFloat16", "Float16")
         for d in (64, 128, 256)
+        for causal, nb in modes
+    ]
+    keys += [
+        (("BFloat16", 128, causal, nb), knobs)
+        for knobs in FWD_TEST_KNOBS.values()
         for causal, nb in modes
     ]
     t0 = time.time()

@@ -4,11 +4,14 @@ Run on an sm_90 GPU:  compute-sanitizer --tool memcheck --report-api-errors no \
     python3 tests/gpu_sanitize_case.py [--bwd]
 With ``--bwd`` each case also runs the backward (the CuTe DSL backward kernels). With
 ``--many-tiles`` the forward gets more tiles than an H100 has SMs (2 x 16 heads x 8 m_blocks),
-so each CTA of the persistent forward runs several tiles.
+so each CTA of the persistent forward runs several tiles. ``--fwd-knobs JSON`` runs the forward
+kernel alone with those `FlashMaskFwdSm90` options (e.g. ``'{"tile_overlap": true}'``; no
+backward).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import torch
@@ -26,10 +29,20 @@ def main() -> None:
     k = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)
     bwd = "--bwd" in sys.argv
+    knobs = None
+    if "--fwd-knobs" in sys.argv:
+        knobs = json.loads(sys.argv[sys.argv.index("--fwd-knobs") + 1])
+        if bwd:
+            raise SystemExit("--fwd-knobs runs the forward kernel alone: drop --bwd")
     for t in (q, k, v):
         t.requires_grad_(bwd)
 
     def run(sri, causal):
+        if knobs is not None:
+            from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+            attention_fwd_sm90(q, k, v, sri, causal, knobs=knobs)
+            return
         out = fm4.attention(q, k, v, sri, causal=causal)
         if bwd:
             out.backward(torch.ones_like(out))

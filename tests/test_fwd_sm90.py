@@ -18,6 +18,7 @@ import textwrap
 import pytest
 import torch
 
+from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
 from tests.helpers import MODES, needs_cutlass, needs_sm90, random_bounds
 
 SHAPES = [(1, 1), (113, 203), (1023, 1024), (256, 256), (384, 200)]
@@ -29,19 +30,26 @@ SMOKE_SHAPES = [(113, 203), (1023, 1024)]
 # ---------------------------------------------------------------------------------------------
 _COMPILE_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import json, sys
     from fm4.cute_kernels.fwd_launch import _compile_fwd
-    _compile_fwd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4]))
+    knobs = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+    _compile_fwd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4]), **knobs)
     """
 )
 
 
 @needs_cutlass
 @pytest.mark.parametrize(
-    "dtype,head_dim,causal,n_bounds",
-    [("BFloat16", 128, False, 0), ("BFloat16", 128, True, 2), ("Float16", 64, False, 4)],
+    "dtype,head_dim,causal,n_bounds,knobs",
+    [
+        ("BFloat16", 128, False, 0, "{}"),
+        ("BFloat16", 128, True, 2, "{}"),
+        ("Float16", 64, False, 4, "{}"),
+        # the experimental persistent variants (two Q stages: 226 KB of smem at D = 128)
+        ("BFloat16", 128, True, 2, '{"tile_overlap": true, "o_store": "wg"}'),
+    ],
 )
-def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds):
+def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds, knobs):
     env = dict(os.environ)
     env.update(
         CUTE_DSL_ARCH="sm_90a",
@@ -49,7 +57,7 @@ def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds):
         CUTE_DSL_DUMP_DIR=str(tmp_path),
         PYTHONPATH=os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")]),
     )
-    args = [dtype, str(head_dim), "1" if causal else "0", str(n_bounds)]
+    args = [dtype, str(head_dim), "1" if causal else "0", str(n_bounds), knobs]
     res = subprocess.run(
         [sys.executable, "-c", _COMPILE_SCRIPT, *args],
         env=env,
@@ -206,20 +214,19 @@ def test_fwd_writes_every_element():
     _check(q, k, v, None, False, out, lse)
 
 
+# The persistent kernel's knob sets: the default and the experimental ones.
+PERSISTENT_KNOBS = ["default", *(k for k in FWD_TEST_KNOBS if k != "single_tile")]
+
+
 @pytest.mark.gpu
 @needs_sm90
-@pytest.mark.parametrize("causal,n", [(True, 0), *MODES])
-def test_fwd_persistent_matches_one_cta_per_tile(causal, n):
-    """The persistent kernel (default for D <= 128) gives bitwise the same out / lse as one CTA
-    per tile, on a grid with several tiles per SM, empty tiles included, over repeated calls
-    (the tile counter is fresh for every launch)."""
-    from fm4.cute_kernels.fwd_launch import (
-        _compile_fwd,
-        attention_fwd_sm90,
-        persistent_args,
-        tile_shape,
-    )
-    from fm4.masks.tiles import build_tile_lists
+@pytest.mark.parametrize("knobs", PERSISTENT_KNOBS)
+@pytest.mark.parametrize("causal,n", [(True, 0), (False, 0), *MODES])
+def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs):
+    """The persistent kernel (default for D <= 128), and its variants (``FWD_TEST_KNOBS``),
+    give bitwise the same out / lse as one CTA per tile, on a grid with several tiles per SM,
+    empty tiles included, over repeated calls (the tile counter is fresh for every launch)."""
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
 
     gen = torch.Generator().manual_seed(11 + n)
     B, H, S, D = 3, 6, 1500, 128  # 12 m_blocks x 18 (b, h): 216 tiles
@@ -231,24 +238,14 @@ def test_fwd_persistent_matches_one_cta_per_tile(causal, n):
             sri[1] = 0
         if n == 4:
             sri[1, ..., 0], sri[1, ..., 1] = 0, S
+        # Batch 2, mask head 0 of n = 2: only rows 256 .. 767 (m_blocks 2-5) masked (causal) or
+        # visible (not causal), so empty and non-empty tiles alternate in the tile order.
+        if n == 2:
+            sri[2, 0, :, 0], sri[2, 0, :, 1] = (256, 768) if causal else (768, 256)
         sri = sri.cuda()
-    single = _compile_fwd("BFloat16", D, causal, n, arch=None, persistent=False)
-    mask_args: list = [None] * 5
-    if sri is not None:
-        tl = build_tile_lists(sri, causal, S, S, *tile_shape(D), backward=False)
-        mask_args = [
-            sri.contiguous(),
-            tl.fwd_partial_cnt,
-            tl.fwd_partial_idx,
-            tl.fwd_full_cnt,
-            tl.fwd_full_idx,
-        ]
-    out1 = torch.full_like(q, math.nan)
-    lse1 = torch.full((B, H, S), math.nan, device="cuda")
-    scale = 1.0 / math.sqrt(D)
-    single(q, k, v, out1, lse1, scale, *mask_args, *persistent_args(D, q.device, False))
+    out1, lse1 = attention_fwd_sm90(q, k, v, sri, causal, knobs=FWD_TEST_KNOBS["single_tile"])
     for _ in range(3):
-        out, lse = attention_fwd_sm90(q, k, v, sri, causal)
+        out, lse = attention_fwd_sm90(q, k, v, sri, causal, knobs=FWD_TEST_KNOBS.get(knobs))
         assert torch.equal(out, out1)
         assert torch.equal(lse, lse1)
     _check(q, k, v, sri, causal, out, lse)

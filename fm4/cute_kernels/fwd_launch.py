@@ -19,6 +19,16 @@ import torch
 
 TORCH_TO_CUTLASS_NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Float16"}
 SUPPORTED_HEAD_DIMS = (64, 128, 256)
+#: Knob sets (``attention_fwd_sm90(knobs=...)``) whose code paths differ from the default
+#: persistent kernel's: one CTA per tile, and the experimental ones (`FlashMaskFwdSm90`'s
+#: ``o_store``, ``tile_overlap``). The GPU tests compare each with one CTA per tile, and
+#: ``python -m bench.fwd_perf --warm-cache`` compiles them.
+FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
+    "single_tile": {"persistent": False},
+    "o_store_wg": {"o_store": "wg"},
+    "tile_overlap": {"tile_overlap": True},
+    "tile_overlap_wg": {"tile_overlap": True, "o_store": "wg"},
+}
 
 
 def tile_shape(head_dim: int) -> tuple[int, int]:
@@ -145,7 +155,12 @@ def _compile_fwd(
     )
 
 
-_compiled: dict[tuple[str, int, bool, int], Any] = {}
+_compiled: dict[tuple, Any] = {}  # compile_key -> kernel
+
+
+def compile_key(key: tuple[str, int, bool, int], knobs: dict[str, Any] | None = None) -> tuple:
+    """The compile cache key of ``(dtype name, D, causal, n_bounds)`` with tuning ``knobs``."""
+    return (*key, tuple(sorted(knobs.items()))) if knobs else key
 
 
 @functools.cache
@@ -180,11 +195,14 @@ def attention_fwd_sm90(
     causal: bool = False,
     softmax_scale: float | None = None,
     tile_lists: Any = None,
+    knobs: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward attention on Hopper. Returns out ``(B, Sq, H, D)`` and lse ``(B, H, Sq)`` fp32.
 
     ``tile_lists`` (``fm4.masks.tiles.TileLists``) must have been built for this mask with
     ``tile_shape(D)``; it is built here when omitted. Inputs are assumed validated upstream.
+    ``knobs``: `FlashMaskFwdSm90` tuning options (tests and tuning scripts; part of the compile
+    cache key), e.g. ``{"tile_overlap": True}``; None: the tuning table's choices.
     """
     ok, reason = can_implement(q, k, v, startend_row_indices, causal)
     if not ok:
@@ -226,7 +244,10 @@ def attention_fwd_sm90(
     from fm4.cute_kernels.compile_utils import get_or_compile, launch_on
 
     key = (TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
-    compiled = get_or_compile(_compiled, key, lambda: _compile_fwd(*key), name="fwd_sm90")
-    extra = persistent_args(D, q.device)
+    knobs = dict(knobs or {})
+    compiled = get_or_compile(
+        _compiled, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
+    )
+    extra = persistent_args(D, q.device, knobs.get("persistent"))
     launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args, *extra)
     return out, lse

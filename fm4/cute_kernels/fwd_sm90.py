@@ -151,6 +151,10 @@ CLAIM = "early"
 # -3%, sliding_window +12%, share_question +6%, causal_document +3.5%.
 ORDER = "m"
 L2_KV_BUDGET_BYTES = 24 * 1024 * 1024
+# Persistent: a tile's last P V is issued together with the next tile's first Q K^T, and the
+# epilogue runs while the other warpgroup's GEMMs do (Note [Tile overlap]). Needs two Q stages
+# (D = 128: 224 KB of smem). EXPERIMENTAL (not run on a GPU yet), so off.
+TILE_OVERLAP = False
 # ============================================================================================
 
 THREADS_PER_WG = 128
@@ -199,14 +203,16 @@ def _gemm(
         warpgroup.wait_group(wg_wait)
 
 
-def _shared_storage(dtype, stages: int, sQ_layout, sK_layout, sV_layout, persistent: bool):
+def _shared_storage(
+    dtype, stages: int, q_stages: int, sQ_layout, sK_layout, sV_layout, sO_layout, persistent: bool
+):
     """The kernel's smem: mbarriers, then Q, K, V (and, persistent, O and the tile queue)."""
 
     def buf(layout):
         return tile_buf(dtype, layout, SMEM_ALIGN_BYTES)
 
     fields = {
-        "mbar_q": cute.struct.MemRange[cutlass.Int64, 2],
+        "mbar_q": cute.struct.MemRange[cutlass.Int64, q_stages * 2],
         "mbar_k": cute.struct.MemRange[cutlass.Int64, stages * 2],
         "mbar_v": cute.struct.MemRange[cutlass.Int64, stages * 2],
         "sQ": buf(sQ_layout),
@@ -214,7 +220,7 @@ def _shared_storage(dtype, stages: int, sQ_layout, sK_layout, sV_layout, persist
         "sV": buf(sV_layout),
     }
     if persistent:
-        fields["sO"] = buf(sQ_layout)
+        fields["sO"] = buf(sO_layout)
         fields["mbar_tile"] = cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
         fields["sTile"] = cute.struct.MemRange[cutlass.Int32, TILE_INFO_WORDS * TILE_QUEUE_STAGES]
     return make_struct("SharedStorage", fields)
@@ -247,6 +253,7 @@ class FlashMaskFwdSm90:
         order: str | None = None,
         first_bits: str | None = None,
         o_store: str = "cta",
+        tile_overlap: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -271,7 +278,9 @@ class FlashMaskFwdSm90:
         barrier, one TMA store of the 128 rows) or "wg" (each warpgroup stages its 64 rows in
         its own half of sO and stores them itself after a 128-thread barrier: no warpgroup
         waits for the other at the end of a tile). EXPERIMENTAL: "wg" compiles (sm_90a, no
-        spills) but has not run on a GPU yet.
+        spills) but has not run on a GPU yet. tile_overlap (persistent): issue a tile's last
+        P V together with the next tile's first Q K^T (Note [Tile overlap]; two Q stages).
+        EXPERIMENTAL like "wg".
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -327,6 +336,13 @@ class FlashMaskFwdSm90:
             raise ValueError(f"o_store must be 'cta' or 'wg', got {o_store!r}")
         if self.o_store == "wg" and not self.persistent:
             raise ValueError("o_store='wg' needs the persistent kernel (its own O buffer)")
+        self.tile_overlap = TILE_OVERLAP if tile_overlap is None else tile_overlap
+        if self.tile_overlap and not self.persistent:
+            raise ValueError("tile_overlap=True needs the persistent kernel (tiles in sequence)")
+        if self.tile_overlap and self.rescale_o_before_pv:
+            raise ValueError("tile_overlap=True does not support rescale_o_before_pv=True")
+        # Q stages: the next tile's Q must be in smem before this tile's last Q K^T is done.
+        self.q_stages = 2 if self.tile_overlap else 1
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -375,18 +391,28 @@ class FlashMaskFwdSm90:
             a_source=warpgroup.OperandSource.RMEM,
         )
 
-        sQ_layout = _smem_layout(self.dtype, self.tile_m, self.head_dim)
+        sO_layout = _smem_layout(self.dtype, self.tile_m, self.head_dim)
+        sQ_layout = sO_layout
+        if const_expr(self.q_stages > 1):
+            sQ_layout = _smem_layout(self.dtype, self.tile_m, self.head_dim, self.q_stages)
         sK_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
         sV_layout = _smem_layout(self.dtype, self.tile_n, self.head_dim, self.num_stages)
 
         self.shared_storage = _shared_storage(
-            self.dtype, self.num_stages, sQ_layout, sK_layout, sV_layout, self.persistent
+            self.dtype,
+            self.num_stages,
+            self.q_stages,
+            sQ_layout,
+            sK_layout,
+            sV_layout,
+            sO_layout,
+            self.persistent,
         )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
         store_op = cpasync.CopyBulkTensorTileS2GOp()
         tma_atom_Q, tma_Q = cpasync.make_tiled_tma_atom(
-            load_op, mQ, sQ_layout, (self.tile_m, self.head_dim)
+            load_op, mQ, sO_layout, (self.tile_m, self.head_dim)
         )
         tma_atom_K, tma_K = cpasync.make_tiled_tma_atom(
             load_op, mK, cute.select(sK_layout, mode=[0, 1]), (self.tile_n, self.head_dim), 1
@@ -398,7 +424,7 @@ class FlashMaskFwdSm90:
         tma_atom_O, tma_O = cpasync.make_tiled_tma_atom(
             store_op, mO, _smem_layout(self.dtype, o_rows, self.head_dim), (o_rows, self.head_dim)
         )
-        self.bytes_q = cute.size_in_bytes(self.dtype, sQ_layout)
+        self.bytes_q = cute.size_in_bytes(self.dtype, sO_layout)
         self.bytes_kv = cute.size_in_bytes(self.dtype, cute.select(sK_layout, mode=[0, 1]))
 
         # Tiles in the order (m_block fastest, then head, then batch): Note [Persistent tiles].
@@ -481,7 +507,7 @@ class FlashMaskFwdSm90:
         storage = smem.allocate(self.shared_storage)
 
         n_mma = self.num_mma_threads
-        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), 1, self.bytes_q, n_mma)
+        pipeline_q = tma_pipeline(storage.mbar_q.data_ptr(), self.q_stages, self.bytes_q, n_mma)
         pipeline_k = tma_pipeline(storage.mbar_k.data_ptr(), self.num_stages, self.bytes_kv, n_mma)
         pipeline_v = tma_pipeline(storage.mbar_v.data_ptr(), self.num_stages, self.bytes_kv, n_mma)
         queue = None
@@ -498,7 +524,10 @@ class FlashMaskFwdSm90:
         sK = storage.sK.get_tensor(sK_layout.outer, swizzle=sK_layout.inner)
         sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
         o_storage = storage.sO if const_expr(self.persistent) else storage.sQ
-        sO = o_storage.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
+        sO_layout = sQ_layout  # one Q stage: O's layout (and buffer, unless persistent)
+        if const_expr(self.q_stages > 1):
+            sO_layout = _smem_layout(self.dtype, self.tile_m, self.head_dim)
+        sO = o_storage.get_tensor(sO_layout.outer, swizzle=sO_layout.inner)
         if const_expr(self.o_store == "wg"):
             # (64, d, warpgroup): each warpgroup's rows in a 64-row TMA box of their own.
             sO_wg_layout = _smem_layout(self.dtype, 64, self.head_dim, NUM_CONSUMER_WARPGROUPS)
@@ -668,7 +697,7 @@ class FlashMaskFwdSm90:
     ):
         tile, num_tiles, grid_x, queue = tiles
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
-        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.q_stages)
         env = (mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V)
         pipes = (pipeline_q, pipeline_k, pipeline_v)
         sizes = (mQ.shape[0], mK.shape[0], mQ.shape[2], mQ.shape[3])
@@ -734,8 +763,9 @@ class FlashMaskFwdSm90:
         if n_total > 0:
             n_block = self.n_block_at(Int32(0), blocks)
             tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
-            # Persistent: waits until the consumers are done with the last tile's Q.
-            tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=False)
+            # Persistent: waits until the consumers are done with the last tile's Q (with
+            # tile_overlap: the one before it; two stages).
+            tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=self.q_stages > 1)
             q_state.advance()
             # K of block i goes out before V of block i - 1: the consumers' next Q K^T is
             # issued before the current P V (intra-warpgroup overlap).
@@ -809,7 +839,7 @@ class FlashMaskFwdSm90:
                 number_of_threads=2 * THREADS_PER_WG,
             )
 
-        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.q_stages)
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
         env = (
             tSrQ,
@@ -835,14 +865,20 @@ class FlashMaskFwdSm90:
             tile, *info = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
             m_block, head, batch, head_m, n_partial, n_total = info
             tile_state.advance()
-            while tile < num_tiles:
-                info = (m_block, head, batch, head_m, n_partial, n_total)
-                q_state, kv_state = self.mma_epilogue_tile(
-                    info, q_state, kv_state, pipeline_q, env, out, sizes, lists
+            if const_expr(self.tile_overlap):
+                tiles_ctx = (num_tiles, queue, tile_state)
+                self.mma_tiles_overlapped(
+                    tile, info, tiles_ctx, q_state, kv_state, pipeline_q, env, out, sizes, lists
                 )
-                tile, *info = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
-                m_block, head, batch, head_m, n_partial, n_total = info
-                tile_state.advance()
+            else:
+                while tile < num_tiles:
+                    info = (m_block, head, batch, head_m, n_partial, n_total)
+                    q_state, kv_state = self.mma_epilogue_tile(
+                        info, q_state, kv_state, pipeline_q, env, out, sizes, lists
+                    )
+                    tile, *info = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
+                    m_block, head, batch, head_m, n_partial, n_total = info
+                    tile_state.advance()
             # The last O store must have read sO before the CTA exits.
             if tidx % self.o_store_threads() < cute.arch.WARP_SIZE:
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
@@ -863,19 +899,48 @@ class FlashMaskFwdSm90:
         lists: tuple,
     ) -> tuple:
         """Consumers: one tile, from its first Q K^T to the TMA store of O and lse."""
-        acc_O, softmax, tiled_mma_pv = env[4], env[7], env[10]
-        mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx = out
-        seqlen_q, seqlen_k = sizes[0], sizes[1]
-        m_block, head, batch = info[0], info[1], info[2]
-        blocks, mBoundsCur = self.tile_blocks(info, lists)
-        # env with this tile's bounds, m_block and lengths after the softmax (ctx[8:12]).
-        ctx = (*env[:8], mBoundsCur, m_block, seqlen_q, seqlen_k, *env[8:])
+        softmax = env[7]
+        blocks, ctx = self.tile_ctx(info, q_state, env, sizes, lists)
         q_state, kv_state = self.mma_tile(q_state, kv_state, pipeline_q, blocks, ctx)
         row_scale = softmax.finalize()
+        self.finish_tile(info, row_scale, softmax.row_sum, env, out, sizes)
+        return q_state, kv_state
+
+    @cute.jit
+    def tile_ctx(
+        self,
+        info: tuple,  # from tile_info
+        q_state: pipeline.PipelineState,  # the tile's Q stage
+        env: tuple,
+        sizes: tuple,
+        lists: tuple,
+    ) -> tuple:
+        """A tile's n_blocks (:meth:`tile_blocks`) and ``ctx``: ``env`` with the tile's Q stage
+        (ctx[0]) and its bounds, m_block and lengths after the softmax (ctx[8:12])."""
+        blocks, mBoundsCur = self.tile_blocks(info, lists)
+        tSrQ = env[0]
+        if const_expr(self.q_stages > 1):
+            tSrQ = env[0][None, None, None, q_state.index]
+        ctx = (tSrQ, *env[1:8], mBoundsCur, info[0], sizes[0], sizes[1], *env[8:])
+        return blocks, ctx
+
+    @cute.jit
+    def finish_tile(
+        self,
+        info: tuple,  # the finished tile's, from tile_info
+        row_scale: cute.Tensor,  # 1 / row sum (from OnlineSoftmax.finalize)
+        lse: cute.Tensor,
+        env: tuple,
+        out: tuple,  # (mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx)
+        sizes: tuple,
+    ) -> None:
+        """Normalise O and store it and lse (the epilogue of the tile ``info``)."""
+        acc_O, softmax, tiled_mma_pv = env[4], env[7], env[10]
+        mO, mLSE, sO, tma_atom_O, thr_mma_pv, tidx = out
         softmax.rescale_o(acc_O, row_scale)
         self.epilogue(
             acc_O,
-            softmax.row_sum,
+            lse,
             mO,
             mLSE,
             sO,
@@ -883,12 +948,11 @@ class FlashMaskFwdSm90:
             tiled_mma_pv,
             thr_mma_pv,
             tidx,
-            m_block,
-            head,
-            batch,
-            seqlen_q,
+            info[0],
+            info[1],
+            info[2],
+            sizes[0],
         )
-        return q_state, kv_state
 
     @cute.jit
     def mma_tile(
@@ -900,57 +964,204 @@ class FlashMaskFwdSm90:
         ctx: tuple,
     ) -> tuple:
         """Every n_block of one tile: O (unnormalised) and the row statistics in registers."""
-        n_total, n_partial = blocks[0], blocks[1]
-        tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax = ctx[:8]
-        tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = ctx[13:]
+        n_total = blocks[0]
+        acc_O, softmax, o_scale = ctx[4], ctx[7], ctx[17]
         softmax.reset()
         acc_O.fill(0.0)
         o_scale.fill(1.0)
         if n_total > 0:
-            pipeline_q.consumer_wait(q_state)
-            # First block: S only (its P V is issued together with the next block's S).
-            n_block = self.n_block_at(Int32(0), blocks)
-            bits = None
-            if const_expr(self.first_bits == "early"):
-                bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
-            pipeline_k.consumer_wait(kv_state)
-            acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
-            _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
-            if const_expr(self.first_bits == "after_gemm"):
-                bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
-            warpgroup.wait_group(0)
-            pipeline_k.consumer_release(kv_state)
-            if n_partial > 0:
-                apply_mask_bits(acc_S, bits)
-            softmax.step(acc_S, is_first=True)
-            self.convert_p(acc_S, tOrP, self.use_asm_cvt(True))
-            # Partial blocks (element-wise mask), then unmasked blocks (no mask work at all).
-            if const_expr(self.mask_impl == "v2"):
-                # The next partial block's index is read one block ahead: its bounds' loads
-                # then wait for one global load, not two.
-                n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
-                for i in cutlass.range(1, n_partial, unroll=1):
-                    n_block_next = self.n_block_at(cutlass.min(i + 1, n_total - 1), blocks)
-                    kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx)
-                    n_block = n_block_next
-            else:
-                for i in cutlass.range(1, n_partial, unroll=1):
-                    kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
-            for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
-                kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
+            kv_state = self.first_block(q_state, kv_state, pipeline_q, blocks, ctx)
+            kv_state = self.rest_blocks(kv_state, blocks, ctx)
             if const_expr(self.persistent):
                 # Every Q K^T of this tile is complete: the producer may load the next Q (O has
                 # its own buffer; otherwise Q's buffer holds O until the CTA ends).
                 pipeline_q.consumer_release(q_state)
             q_state.advance()
-            # Last P V.
-            if const_expr(self.rescale_o_before_pv):
-                softmax.rescale_o(acc_O, o_scale)
-            pipeline_v.consumer_wait(kv_state)
-            _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
-            pipeline_v.consumer_release(kv_state)
-            kv_state.advance()
+            kv_state = self.last_pv(kv_state, ctx)
         return q_state, kv_state
+
+    @cute.jit
+    def first_block(
+        self,
+        q_state: pipeline.PipelineState,
+        kv_state: pipeline.PipelineState,
+        pipeline_q: pipeline.PipelineAsync,
+        blocks: tuple,
+        ctx: tuple,
+    ) -> pipeline.PipelineState:
+        """A tile's first block (n_total > 0): S only, softmax, P; its P V is issued together
+        with the next block's Q K^T."""
+        n_partial = blocks[1]
+        tSrQ, tSrK, tOrP, acc_shape_S, softmax = ctx[0], ctx[1], ctx[3], ctx[5], ctx[7]
+        tiled_mma_qk, pipeline_k = ctx[13], ctx[15]
+        pipeline_q.consumer_wait(q_state)
+        n_block = self.n_block_at(Int32(0), blocks)
+        bits = None
+        if const_expr(self.first_bits == "early"):
+            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+        pipeline_k.consumer_wait(kv_state)
+        acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
+        _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+        if const_expr(self.first_bits == "after_gemm"):
+            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+        warpgroup.wait_group(0)
+        pipeline_k.consumer_release(kv_state)
+        if n_partial > 0:
+            apply_mask_bits(acc_S, bits)
+        softmax.step(acc_S, is_first=True)
+        self.convert_p(acc_S, tOrP, self.use_asm_cvt(True))
+        return kv_state
+
+    @cute.jit
+    def rest_blocks(
+        self, kv_state: pipeline.PipelineState, blocks: tuple, ctx: tuple
+    ) -> pipeline.PipelineState:
+        """Blocks 1 .. n_total - 1 of a tile, each Q K^T with the previous block's P V: the
+        partial ones (element-wise mask), then the unmasked ones (no mask work at all)."""
+        n_total, n_partial = blocks[0], blocks[1]
+        if const_expr(self.mask_impl == "v2"):
+            # The next partial block's index is read one block ahead: its bounds' loads
+            # then wait for one global load, not two.
+            n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
+            for i in cutlass.range(1, n_partial, unroll=1):
+                n_block_next = self.n_block_at(cutlass.min(i + 1, n_total - 1), blocks)
+                kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx)
+                n_block = n_block_next
+        else:
+            for i in cutlass.range(1, n_partial, unroll=1):
+                kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
+        for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
+            kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
+        return kv_state
+
+    @cute.jit
+    def last_pv(self, kv_state: pipeline.PipelineState, ctx: tuple) -> pipeline.PipelineState:
+        """The P V of a tile's last block, alone."""
+        tOrVt, tOrP, acc_O, softmax = ctx[2], ctx[3], ctx[4], ctx[7]
+        tiled_mma_pv, pipeline_v, o_scale = ctx[14], ctx[16], ctx[17]
+        if const_expr(self.rescale_o_before_pv):
+            softmax.rescale_o(acc_O, o_scale)
+        pipeline_v.consumer_wait(kv_state)
+        _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
+        pipeline_v.consumer_release(kv_state)
+        kv_state.advance()
+        return kv_state
+
+    # Note [Tile overlap]
+    #     Without it (the default), a tile ends with its last P V alone, then the epilogue, and
+    #     the next tile starts with its first Q K^T alone: the tensor cores idle for about the
+    #     time of two tiles' worth of blocks per tile (session 6, NOTES.md: ~3 us per m_block
+    #     at D = 128 against ~1.7 us per unmasked block). With ``tile_overlap`` the producer
+    #     loads the next tile's Q into a second stage, and the consumers treat the change of
+    #     tile as one more step of the block loop (:meth:`boundary_step`): the next tile's
+    #     first Q K^T and this tile's last P V are issued together in the warpgroup's turn;
+    #     then this tile's statistics are finalised, the next tile's first softmax runs, and
+    #     this tile's O is stored while the other warpgroup's GEMMs run. A tile with no visible
+    #     key (n_total == 0), the first tile and the last one take the plain path
+    #     (:meth:`first_block` / :meth:`last_pv` / :meth:`finish_tile`).
+    @cute.jit
+    def mma_tiles_overlapped(
+        self,
+        tile: Int32,  # the first tile and its tile_info
+        info: list,
+        queue_ctx: tuple,  # (number of tiles, tile queue, its consumer state)
+        q_state: pipeline.PipelineState,
+        kv_state: pipeline.PipelineState,
+        pipeline_q: pipeline.PipelineAsync,
+        env: tuple,
+        out: tuple,
+        sizes: tuple,
+        lists: tuple,
+    ) -> None:
+        """Consumers, persistent with ``tile_overlap``: every tile of this CTA (Note [Tile
+        overlap])."""
+        num_tiles, queue, tile_state = queue_ctx
+        acc_O, softmax = env[4], env[7]
+        m_block, head, batch, head_m, n_partial, n_total = info
+        softmax.reset()
+        acc_O.fill(0.0)
+        if tile < num_tiles:  # noqa: SIM102 (two run-time conditions, kept apart)
+            if n_total > 0:
+                info_0 = (m_block, head, batch, head_m, n_partial, n_total)
+                blocks_0, ctx_0 = self.tile_ctx(info_0, q_state, env, sizes, lists)
+                kv_state = self.first_block(q_state, kv_state, pipeline_q, blocks_0, ctx_0)
+        while tile < num_tiles:
+            info_cur = (m_block, head, batch, head_m, n_partial, n_total)
+            blocks, ctx = self.tile_ctx(info_cur, q_state, env, sizes, lists)
+            if n_total > 0:
+                kv_state = self.rest_blocks(kv_state, blocks, ctx)
+                # Every Q K^T of this tile is complete: the producer may reuse its Q stage.
+                pipeline_q.consumer_release(q_state)
+                q_state.advance()
+            tile_nx, *info_nx = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
+            tile_state.advance()
+            n_total_nx = info_nx[5]
+            blocks_nx, ctx_nx = self.tile_ctx(info_nx, q_state, env, sizes, lists)
+            if tile_nx < num_tiles and n_total > 0 and n_total_nx > 0:
+                kv_state = self.boundary_step(
+                    q_state, kv_state, pipeline_q, blocks_nx, ctx_nx, info_cur, env, out, sizes
+                )
+            else:
+                if n_total > 0:
+                    kv_state = self.last_pv(kv_state, ctx)
+                self.finish_tile(info_cur, softmax.finalize(), softmax.row_sum, env, out, sizes)
+                softmax.reset()
+                acc_O.fill(0.0)
+                if tile_nx < num_tiles:  # noqa: SIM102 (two run-time conditions, kept apart)
+                    if n_total_nx > 0:
+                        kv_state = self.first_block(
+                            q_state, kv_state, pipeline_q, blocks_nx, ctx_nx
+                        )
+            tile = tile_nx
+            m_block, head, batch, head_m, n_partial, n_total = info_nx
+
+    @cute.jit
+    def boundary_step(
+        self,
+        q_state: pipeline.PipelineState,  # the next tile's Q stage
+        kv_state: pipeline.PipelineState,  # this tile's last block
+        pipeline_q: pipeline.PipelineAsync,
+        blocks_nx: tuple,  # the next tile's n_blocks and ctx (tile_ctx)
+        ctx_nx: tuple,
+        info: tuple,  # this tile's tile_info
+        env: tuple,
+        out: tuple,
+        sizes: tuple,
+    ) -> pipeline.PipelineState:
+        """The next tile's first Q K^T together with this tile's last P V, in this warpgroup's
+        turn; then this tile's epilogue (Note [Tile overlap])."""
+        n_partial_nx = blocks_nx[1]
+        tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax = ctx_nx[:8]
+        wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v = ctx_nx[12:17]
+        n_block = self.n_block_at(Int32(0), blocks_nx)
+        # The next tile's first mask bits before the GEMMs, as mask_at "early" does: made
+        # later, its bound words (n = 2: 64 registers) would be live next to S, O and P.
+        bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx_nx), ctx_nx)
+        state_v = kv_state.clone()
+        kv_state.advance()
+        pipeline_q.consumer_wait(q_state)
+        pipeline_k.consumer_wait(kv_state)
+        self.scheduler_sync(wg_idx)
+        acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
+        _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+        pipeline_v.consumer_wait(state_v)
+        _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, state_v.index], False, -1)
+        self.scheduler_arrive(wg_idx)
+        # While the GEMMs run: this tile's statistics.
+        row_scale = softmax.finalize()
+        lse = cute.make_rmem_tensor(softmax.num_rows, Float32)
+        lse.store(softmax.row_sum.load())
+        warpgroup.wait_group(1)
+        pipeline_k.consumer_release(kv_state)
+        if n_partial_nx > 0:
+            apply_mask_bits(acc_S, bits)
+        softmax.step(acc_S, is_first=True)
+        warpgroup.wait_group(0)
+        pipeline_v.consumer_release(state_v)
+        self.convert_p(acc_S, tOrP, self.use_asm_cvt(True))
+        self.finish_tile(info, row_scale, lse, env, out, sizes)
+        acc_O.fill(0.0)
+        return kv_state
 
     @cute.jit
     def tile_mask_words(self, n_block: Int32, ctx: tuple) -> cute.Tensor | None:
