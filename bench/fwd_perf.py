@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict] = {
     "o_store_wg": {"o_store": "wg"},
     "tile_overlap": {"tile_overlap": True},
     "tile_overlap_wg": {"tile_overlap": True, "o_store": "wg"},
+    # a tile's first mask bits only when it has a partial block (experimental)
+    "first_guard": {"first_guard": True},
     "base": {"p_cvt_asm": False, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm": {"p_cvt_asm": True, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm_early_rescale": {"p_cvt_asm": True, "rescale_o_before_pv": True, "mask_impl": "v1"},

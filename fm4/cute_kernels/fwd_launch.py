@@ -21,13 +21,14 @@ TORCH_TO_CUTLASS_NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Float16"}
 SUPPORTED_HEAD_DIMS = (64, 128, 256)
 #: Knob sets (``attention_fwd_sm90(knobs=...)``) whose code paths differ from the default
 #: persistent kernel's: one CTA per tile, and the experimental ones (`FlashMaskFwdSm90`'s
-#: ``o_store``, ``tile_overlap``). The GPU tests compare each with one CTA per tile, and
-#: ``python -m bench.fwd_perf --warm-cache`` compiles them.
+#: ``o_store``, ``tile_overlap``, ``first_guard``). The GPU tests compare each with one CTA
+#: per tile, and ``python -m bench.fwd_perf --warm-cache`` compiles them.
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
     "o_store_wg": {"o_store": "wg"},
     "tile_overlap": {"tile_overlap": True},
     "tile_overlap_wg": {"tile_overlap": True, "o_store": "wg"},
+    "first_guard": {"first_guard": True},
 }
 
 

@@ -254,6 +254,7 @@ class FlashMaskFwdSm90:
         first_bits: str | None = None,
         o_store: str = "cta",
         tile_overlap: bool | None = None,
+        first_guard: bool = False,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -280,7 +281,9 @@ class FlashMaskFwdSm90:
         waits for the other at the end of a tile). EXPERIMENTAL: "wg" compiles (sm_90a, no
         spills) but has not run on a GPU yet. tile_overlap (persistent): issue a tile's last
         P V together with the next tile's first Q K^T (Note [Tile overlap]; two Q stages).
-        EXPERIMENTAL like "wg".
+        EXPERIMENTAL like "wg". first_guard: make a tile's first mask bits (bound loads and
+        compares) only when the tile has a partial block; otherwise they are made and dropped.
+        EXPERIMENTAL (not run on a GPU yet).
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -336,6 +339,7 @@ class FlashMaskFwdSm90:
             raise ValueError(f"o_store must be 'cta' or 'wg', got {o_store!r}")
         if self.o_store == "wg" and not self.persistent:
             raise ValueError("o_store='wg' needs the persistent kernel (its own O buffer)")
+        self.first_guard = first_guard
         self.tile_overlap = TILE_OVERLAP if tile_overlap is None else tile_overlap
         if self.tile_overlap and not self.persistent:
             raise ValueError("tile_overlap=True needs the persistent kernel (tiles in sequence)")
@@ -998,12 +1002,12 @@ class FlashMaskFwdSm90:
         n_block = self.n_block_at(Int32(0), blocks)
         bits = None
         if const_expr(self.first_bits == "early"):
-            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+            bits = self.first_mask_bits(n_partial, n_block, ctx)
         pipeline_k.consumer_wait(kv_state)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
         if const_expr(self.first_bits == "after_gemm"):
-            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+            bits = self.first_mask_bits(n_partial, n_block, ctx)
         warpgroup.wait_group(0)
         pipeline_k.consumer_release(kv_state)
         if n_partial > 0:
@@ -1011,6 +1015,21 @@ class FlashMaskFwdSm90:
         softmax.step(acc_S, is_first=True)
         self.convert_p(acc_S, tOrP, self.use_asm_cvt(True))
         return kv_state
+
+    @cute.jit
+    def first_mask_bits(self, n_partial: Int32, n_block: Int32, ctx: tuple) -> cute.Tensor:
+        """Mask bits of a tile's first block, used only if ``n_partial > 0`` (the block is
+        partial); with ``first_guard`` they are made only then (zeros otherwise)."""
+        if const_expr(self.first_guard):
+            bits = cute.make_rmem_tensor(len(self.row_offs), Int32)
+            bits.fill(0)
+            if n_partial > 0:
+                bits.store(
+                    self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx).load()
+                )
+        else:
+            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+        return bits
 
     @cute.jit
     def rest_blocks(
@@ -1136,7 +1155,7 @@ class FlashMaskFwdSm90:
         n_block = self.n_block_at(Int32(0), blocks_nx)
         # The next tile's first mask bits before the GEMMs, as mask_at "early" does: made
         # later, its bound words (n = 2: 64 registers) would be live next to S, O and P.
-        bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx_nx), ctx_nx)
+        bits = self.first_mask_bits(n_partial_nx, n_block, ctx_nx)
         state_v = kv_state.clone()
         kv_state.advance()
         pipeline_q.consumer_wait(q_state)
