@@ -766,11 +766,16 @@ class FlashMaskFwdSm90:
         # A tile with no visible key loads nothing (its consumers write zeros and -inf).
         if n_total > 0:
             n_block = self.n_block_at(Int32(0), blocks)
+            if const_expr(self.q_stages > 1):
+                # tile_overlap: Q's stage was freed a tile ago, and the consumers need this Q
+                # as early as the first K (Note [Tile overlap]): Q first.
+                tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=True)
+                q_state.advance()
             tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
-            # Persistent: waits until the consumers are done with the last tile's Q (with
-            # tile_overlap: the one before it; two stages).
-            tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=self.q_stages > 1)
-            q_state.advance()
+            if const_expr(self.q_stages == 1):
+                # Persistent: waits until the consumers are done with the last tile's Q.
+                tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=False)
+                q_state.advance()
             # K of block i goes out before V of block i - 1: the consumers' next Q K^T is
             # issued before the current P V (intra-warpgroup overlap).
             for i in cutlass.range(1, n_total, unroll=1):
