@@ -41,7 +41,7 @@ def main() -> None:
         if knobs is not None:
             from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
 
-            attention_fwd_sm90(q, k, v, sri, causal, knobs=knobs)
+            attention_fwd_sm90(q, k, v, sri, causal, kernel_options=knobs)
             return
         out = fm4.attention(q, k, v, sri, causal=causal)
         if bwd:

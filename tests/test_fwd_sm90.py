@@ -243,9 +243,11 @@ def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs):
         if n == 2:
             sri[2, 0, :, 0], sri[2, 0, :, 1] = (256, 768) if causal else (768, 256)
         sri = sri.cuda()
-    out1, lse1 = attention_fwd_sm90(q, k, v, sri, causal, knobs=FWD_TEST_KNOBS["single_tile"])
+    single = FWD_TEST_KNOBS["single_tile"]
+    out1, lse1 = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=single)
     for _ in range(3):
-        out, lse = attention_fwd_sm90(q, k, v, sri, causal, knobs=FWD_TEST_KNOBS.get(knobs))
+        opts = FWD_TEST_KNOBS.get(knobs)
+        out, lse = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=opts)
         assert torch.equal(out, out1)
         assert torch.equal(lse, lse1)
     _check(q, k, v, sri, causal, out, lse)

@@ -19,7 +19,7 @@ import torch
 
 TORCH_TO_CUTLASS_NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Float16"}
 SUPPORTED_HEAD_DIMS = (64, 128, 256)
-#: Knob sets (``attention_fwd_sm90(knobs=...)``) whose code paths differ from the default
+#: Knob sets (``attention_fwd_sm90(kernel_options=...)``) whose code paths differ from the default
 #: persistent kernel's: one CTA per tile, and the experimental ones (`FlashMaskFwdSm90`'s
 #: ``o_store``, ``tile_overlap``, ``first_guard``). The GPU tests compare each with one CTA
 #: per tile, and ``python -m bench.fwd_perf --warm-cache`` compiles them.
@@ -196,14 +196,14 @@ def attention_fwd_sm90(
     causal: bool = False,
     softmax_scale: float | None = None,
     tile_lists: Any = None,
-    knobs: dict[str, Any] | None = None,
+    kernel_options: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward attention on Hopper. Returns out ``(B, Sq, H, D)`` and lse ``(B, H, Sq)`` fp32.
 
     ``tile_lists`` (``fm4.masks.tiles.TileLists``) must have been built for this mask with
     ``tile_shape(D)``; it is built here when omitted. Inputs are assumed validated upstream.
-    ``knobs``: `FlashMaskFwdSm90` tuning options (tests and tuning scripts; part of the compile
-    cache key), e.g. ``{"tile_overlap": True}``; None: the tuning table's choices.
+    ``kernel_options``: `FlashMaskFwdSm90` knobs (tests and tuning scripts; part of the compile
+    key), e.g. ``{"tile_overlap": True}``; None: the tuning table's choices.
     """
     ok, reason = can_implement(q, k, v, startend_row_indices, causal)
     if not ok:
@@ -245,7 +245,7 @@ def attention_fwd_sm90(
     from fm4.cute_kernels.compile_utils import get_or_compile, launch_on
 
     key = (TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
-    knobs = dict(knobs or {})
+    knobs = dict(kernel_options or {})
     compiled = get_or_compile(
         _compiled, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
     )
