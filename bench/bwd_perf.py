@@ -1,6 +1,7 @@
 """Focused backward timing: fm4 backward kernel variants vs FA4 dense and FA4 mask_mod (bwd).
 
     python -m bench.bwd_perf [--seqlen 8192] [--masks causal,...] [--variants default,pds2]
+    FM4_CACHE_DIR=/tmp/c python -m bench.bwd_perf --warm-cache --jobs 16   # bf16 D=128 kernels
 
 Each fm4 variant is ``attention_bwd_sm90`` with some ``FlashMaskBwdSm90`` knobs changed
 (``kernel_options``); its time is the preprocess, main kernel and postprocess, with the backward
@@ -26,6 +27,43 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def _warm_one(job: tuple) -> str:
+    """Worker: compile one backward kernel (``("pre" | "main" | "post", key)``) into the disk
+    cache (``FM4_CACHE_DIR``) under the key ``attention_bwd_sm90`` looks up."""
+    from fm4.cute_kernels import bwd_launch as bl
+    from fm4.cute_kernels.compile_utils import get_or_compile
+
+    kind, key = job
+    build = {"pre": bl._compile_pre, "main": bl._compile_bwd, "post": bl._compile_post}[kind]
+    name = {"pre": "bwd_pre_sm90", "main": "bwd_sm90", "post": "bwd_post_sm90"}[kind]
+    get_or_compile({}, key, lambda: build(*key), name=name)
+    return f"{kind} {key}"
+
+
+def warm_cache(jobs: int) -> int:
+    """Compile the bf16, D = 128 backward kernels of the six mask modes (not deterministic) and
+    their preprocess / postprocess into the disk cache, in ``jobs`` processes."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+    import time
+
+    from fm4.cute_kernels.bwd_launch import tile_shape_bwd
+
+    if not os.environ.get("FM4_CACHE_DIR"):
+        print("--warm-cache needs FM4_CACHE_DIR", file=sys.stderr)
+        return 1
+    tile_m, tile_n = tile_shape_bwd(128)
+    modes = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
+    jobs_list = [("main", ("BFloat16", 128, c, n, False, tile_m, tile_n)) for c, n in modes]
+    jobs_list += [("pre", ("BFloat16", 128, False, tile_m)), ("post", ("BFloat16", 128))]
+    t0 = time.time()
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        list(ex.map(_warm_one, jobs_list))
+    print(f"warmed {len(jobs_list)} backward kernels in {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seqlen", type=int, default=8192)
@@ -34,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="default,pds2")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--peers", default="fa4_dense,fa4_mask_mod", help="'none' for fm4 only")
+    ap.add_argument("--warm-cache", action="store_true", help="compile into FM4_CACHE_DIR only")
+    ap.add_argument("--jobs", type=int, default=16, help="processes for --warm-cache")
     args = ap.parse_args(argv)
+    if args.warm_cache:
+        return warm_cache(max(args.jobs, 1))
 
     import torch
 

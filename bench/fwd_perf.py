@@ -125,10 +125,11 @@ def _warm_one(job: tuple) -> tuple:
     return job
 
 
-def warm_cache(jobs: int) -> int:
+def warm_cache(jobs: int, bf16_d128_only: bool = False) -> int:
     """Compile every default forward configuration the launcher can ask for, and the GPU
     tests' knob sets (``FWD_TEST_KNOBS``, bf16, D = 128), into the disk cache, in ``jobs``
-    processes (GPU test runs then load instead of compiling serially)."""
+    processes (GPU test runs then load instead of compiling serially). ``bf16_d128_only``: the
+    six default bf16, D = 128 kernels alone (what the benchmarks use)."""
     import concurrent.futures as cf
     import multiprocessing as mp
     import os
@@ -151,6 +152,8 @@ def warm_cache(jobs: int) -> int:
         for knobs in FWD_TEST_KNOBS.values()
         for causal, nb in modes
     ]
+    if bf16_d128_only:
+        keys = [(key, kn) for key, kn in keys if key[:2] == ("BFloat16", 128) and not kn]
     t0 = time.time()
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
         list(ex.map(_warm_one, keys))
@@ -183,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--warm-cache",
         action="store_true",
-        help="only fill FM4_CACHE_DIR with every default forward kernel (--jobs processes)",
+        help="only fill FM4_CACHE_DIR with every default forward kernel and the GPU tests'"
+        " knob sets (--jobs processes)",
+    )
+    ap.add_argument(
+        "--bf16-d128-only", action="store_true", help="--warm-cache: bf16 D=128 defaults only"
     )
     args = ap.parse_args(argv)
     if args.warm_cache:
-        return warm_cache(max(args.jobs, 1))
+        return warm_cache(max(args.jobs, 1), args.bf16_d128_only)
     variants = args.variants.split(",")
     masks = args.masks.split(",")
     peers = [] if args.peers == "none" else args.peers.split(",")

@@ -6,6 +6,9 @@
     PYTHONPATH=<old checkout> python -m bench.tile_cost --export objs/old --name old
     python -m bench.tile_cost --export objs/new --name new
     python -m bench.tile_cost --objects objs/old,objs/new --masks ...
+    # the backward (preprocess + main + postprocess; lists prebuilt), default kernel only
+    FM4_CACHE_DIR=/tmp/c python -m bench.bwd_perf --warm-cache   # optional: parallel compile
+    FM4_CACHE_DIR=/tmp/c python -m bench.tile_cost --direction bwd --masks bd_2,bd_4,...
 
 Every mask runs B=16, H=32, S=8K, bf16 through the forward kernel alone (tile lists built
 outside the timed call), variants timed in interleaved rounds (order rotated), median of the
@@ -23,6 +26,11 @@ tile, so masks of different sizes compare. Synthetic masks (each built for one m
   cost of a tile from the cost of an m_block (its first block, epilogue, hand-over).
 
 Any registry mask name works too (built with B = 16 and H = 32 heads, seed 0).
+
+``--direction bwd`` times ``attention_bwd_sm90`` instead (64 x 128 tiles, visited per n_block:
+"tiles/head" and "partial/head" then count the backward lists' tiles, "m_blocks/head" the
+n_blocks with work); ``bd_K`` then has 2K tiles per n_block, and the time against K separates
+the cost of a tile from the cost of an n_block (K / V loads, dK / dV epilogue, CTA start).
 """
 
 from __future__ import annotations
@@ -126,6 +134,69 @@ def load_objects(folders: list[str], modes: set) -> tuple[list[str], dict]:
     return names, fns
 
 
+def dense_bwd_tiles(causal: bool, seqlen: int, tile_m: int, tile_n: int) -> tuple[int, int, int]:
+    """(visited, partial, n_blocks with work) per head of the backward without bounds (seqlen a
+    multiple of both tiles, tile_n a multiple of tile_m): causal n_block j sees the m_blocks
+    from its diagonal on, the first tile_n / tile_m of them partial."""
+    nt, mt, r = seqlen // tile_n, seqlen // tile_m, tile_n // tile_m
+    if not causal:
+        return mt * nt, 0, nt
+    return sum(mt - r * j for j in range(nt)), r * nt, nt
+
+
+def run_bwd(masks: list[str], rounds: int, reps: int) -> int:
+    """``--direction bwd``: the default backward on each mask (see the module docstring)."""
+    import torch
+
+    from bench.timing import time_cuda
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90, tile_shape_bwd
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90, sm_count
+    from fm4.masks.tiles import build_tile_lists
+
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q, k, v, dout = (
+        torch.randn(B, S, H, D, device=dev, dtype=torch.bfloat16, generator=gen) for _ in range(4)
+    )
+    tile_m, tile_n = tile_shape_bwd(D)
+    sms = sm_count(dev)
+    print(f"\nbackward, S={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, {sms} SMs")
+    print("| mask | causal | n | tiles/head | partial/head | n_blocks/head | ms | us/tile |")
+    print("|---|---|---|---|---|---|---|---|")
+    for m in masks:
+        causal, sri = mask_case(m, dev)
+        out, lse = attention_fwd_sm90(q, k, v, sri, causal)
+        nb = 0 if sri is None else sri.shape[-1]
+        tl = None
+        if sri is not None:
+            tl = build_tile_lists(sri, causal, S, S, tile_m, tile_n, backward=True)
+            heads = B * sri.shape[1]
+            visited = (tl.bwd_partial_cnt.sum() + tl.bwd_full_cnt.sum()).item() / heads
+            partial = tl.bwd_partial_cnt.sum().item() / heads
+            cols = ((tl.bwd_partial_cnt + tl.bwd_full_cnt) > 0).sum().item() / heads
+        else:
+            visited, partial, cols = dense_bwd_tiles(causal, S, tile_m, tile_n)
+
+        def run(sri=sri, causal=causal, tl=tl, out=out, lse=lse):
+            return attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, tile_lists=tl)
+
+        grads = run()
+        torch.cuda.synchronize()
+        if any(torch.isnan(g).any().item() for g in grads):
+            print(f"{m}: NaN in the gradients", file=sys.stderr)
+            return 1
+        rounds_ms = [
+            time_cuda(run, warmup=2, min_reps=reps, max_reps=reps).median_ms
+            for _ in range(max(rounds, 1))
+        ]
+        ms = statistics.median(rounds_ms)
+        us = ms * 1e3 / (visited * B * H / sms)
+        line = f"| {m} | {int(causal)} | {nb} | {visited:.0f} | {partial:.0f} | {cols:.0f} | "
+        print(line + f"{ms:.3f} | {us:.3f} |", flush=True)
+        del grads, out, lse
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--masks", default=DEFAULT_MASKS)
@@ -137,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=16)
+    ap.add_argument("--direction", default="fwd", choices=("fwd", "bwd"))
     args = ap.parse_args(argv)
+    if args.direction == "bwd":
+        return run_bwd(args.masks.split(","), args.rounds, args.reps)
     if args.export:
         import json
 

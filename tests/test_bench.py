@@ -375,3 +375,23 @@ def test_tile_cost_synthetic_masks(name, partial, full):
     if name.startswith("bd_"):  # every m_block has exactly K tiles
         k = int(name.split("_")[1])
         assert (tl.fwd_partial_cnt + tl.fwd_full_cnt).eq(k).all()
+
+
+def test_tile_cost_dense_bwd_tiles_match_the_lists():
+    """``bench.tile_cost --direction bwd`` counts the tiles of causal / full without bounds by a
+    formula: it must agree with the backward lists of the same masks written as bounds."""
+    from bench.tile_cost import dense_bwd_tiles, synthetic
+    from fm4.masks.tiles import build_tile_lists
+
+    S = 1024
+    for name, causal in (("causal_n1_clean", True), ("full_n2_clean", False)):
+        c, sri = synthetic(name, S, "cpu")
+        assert c == causal
+        tl = build_tile_lists(sri[None, None].contiguous(), c, S, S, 64, 128, backward=True)
+        visited = (tl.bwd_partial_cnt.sum() + tl.bwd_full_cnt.sum()).item()
+        cols = ((tl.bwd_partial_cnt + tl.bwd_full_cnt) > 0).sum().item()
+        assert dense_bwd_tiles(causal, S, 64, 128) == (
+            visited,
+            tl.bwd_partial_cnt.sum().item(),
+            cols,
+        )
