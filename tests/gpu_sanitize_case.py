@@ -6,7 +6,7 @@ With ``--bwd`` each case also runs the backward (the CuTe DSL backward kernels).
 ``--many-tiles`` the forward gets more tiles than an H100 has SMs (2 x 16 heads x 8 m_blocks),
 so each CTA of the persistent forward runs several tiles. ``--fwd-knobs JSON`` runs the forward
 kernel alone with those `FlashMaskFwdSm90` options (e.g. ``'{"tile_overlap": true}'``; no
-backward).
+backward); ``--grid N`` with it caps the persistent grid at N CTAs (many tiles per CTA).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def main() -> None:
     v = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)
     bwd = "--bwd" in sys.argv
     knobs = None
+    grid = None
+    if "--grid" in sys.argv:
+        grid = int(sys.argv[sys.argv.index("--grid") + 1])
     if "--fwd-knobs" in sys.argv:
         knobs = json.loads(sys.argv[sys.argv.index("--fwd-knobs") + 1])
         if bwd:
@@ -41,7 +44,7 @@ def main() -> None:
         if knobs is not None:
             from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
 
-            attention_fwd_sm90(q, k, v, sri, causal, kernel_options=knobs)
+            attention_fwd_sm90(q, k, v, sri, causal, kernel_options=knobs, max_ctas=grid)
             return
         out = fm4.attention(q, k, v, sri, causal=causal)
         if bwd:

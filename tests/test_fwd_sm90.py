@@ -222,14 +222,17 @@ PERSISTENT_KNOBS = ["default", *(k for k in FWD_TEST_KNOBS if k != "single_tile"
 @needs_sm90
 @pytest.mark.parametrize("knobs", PERSISTENT_KNOBS)
 @pytest.mark.parametrize("causal,n", [(True, 0), (False, 0), *MODES])
-def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs):
+@pytest.mark.parametrize("S,grid", [(1500, None), (1050, 4)])
+def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs, S, grid):
     """The persistent kernel (default for D <= 128), and its variants (``FWD_TEST_KNOBS``),
-    give bitwise the same out / lse as one CTA per tile, on a grid with several tiles per SM,
-    empty tiles included, over repeated calls (the tile counter is fresh for every launch)."""
+    give bitwise the same out / lse as one CTA per tile, on a grid with several tiles per SM
+    (``grid`` 4: ~40 tiles per CTA, so Q stages are reused and tile changes chain), empty tiles
+    included, over repeated calls (the tile counter is fresh for every launch). S = 1050: the
+    last m_block's 26 rows leave the second warpgroup's 64 rows wholly past the end."""
     from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
 
     gen = torch.Generator().manual_seed(11 + n)
-    B, H, S, D = 3, 6, 1500, 128  # 12 m_blocks x 18 (b, h): 216 tiles
+    B, H, D = 3, 6, 128  # S = 1500: 12 m_blocks x 18 (b, h) = 216 tiles
     q, k, v = _inputs(B, S, S, H, 3, D, torch.bfloat16)
     sri = random_bounds(B, 2, S, S, n, gen, causal) if n else None
     if sri is not None:
@@ -247,7 +250,7 @@ def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs):
     out1, lse1 = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=single)
     for _ in range(3):
         opts = FWD_TEST_KNOBS.get(knobs)
-        out, lse = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=opts)
+        out, lse = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=opts, max_ctas=grid)
         assert torch.equal(out, out1)
         assert torch.equal(lse, lse1)
     _check(q, k, v, sri, causal, out, lse)

@@ -197,13 +197,16 @@ def attention_fwd_sm90(
     softmax_scale: float | None = None,
     tile_lists: Any = None,
     kernel_options: dict[str, Any] | None = None,
+    max_ctas: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward attention on Hopper. Returns out ``(B, Sq, H, D)`` and lse ``(B, H, Sq)`` fp32.
 
     ``tile_lists`` (``fm4.masks.tiles.TileLists``) must have been built for this mask with
     ``tile_shape(D)``; it is built here when omitted. Inputs are assumed validated upstream.
     ``kernel_options``: `FlashMaskFwdSm90` knobs (tests and tuning scripts; part of the compile
-    key), e.g. ``{"tile_overlap": True}``; None: the tuning table's choices.
+    key), e.g. ``{"tile_overlap": True}``; None: the tuning table's choices. ``max_ctas``: the
+    persistent kernel's grid size (default: the SM count); tests use a small one so that each
+    CTA runs many tiles.
     """
     ok, reason = can_implement(q, k, v, startend_row_indices, causal)
     if not ok:
@@ -250,5 +253,9 @@ def attention_fwd_sm90(
         _compiled, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
     )
     extra = persistent_args(D, q.device, knobs.get("persistent"))
+    if max_ctas is not None and extra[1] is not None:
+        if max_ctas < 1:
+            raise ValueError(f"max_ctas must be >= 1, got {max_ctas}")
+        extra = (int(max_ctas), extra[1])
     launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args, *extra)
     return out, lse

@@ -802,7 +802,7 @@ class FlashMaskFwdSm90:
         sQ: cute.Tensor,  # (tile_m, d)
         sK: cute.Tensor,  # (tile_n, d, stages)
         sV: cute.Tensor,  # (tile_n, d, stages)
-        sO: cute.Tensor,  # (tile_m, d), aliases sQ unless persistent
+        sO: cute.Tensor,  # (tile_m, d) or, o_store "wg", (64, d, 2); aliases sQ if not persistent
         tma_atom_O: cute.CopyAtom,
         pipeline_q: pipeline.PipelineAsync,
         pipeline_k: pipeline.PipelineAsync,
@@ -1022,10 +1022,16 @@ class FlashMaskFwdSm90:
         return kv_state
 
     @cute.jit
-    def first_mask_bits(self, n_partial: Int32, n_block: Int32, ctx: tuple) -> cute.Tensor:
+    def first_mask_bits(
+        self,
+        n_partial: Int32,
+        n_block: Int32,
+        ctx: tuple,
+        guard: cutlass.Constexpr[bool] = False,
+    ) -> cute.Tensor:
         """Mask bits of a tile's first block, used only if ``n_partial > 0`` (the block is
-        partial); with ``first_guard`` they are made only then (zeros otherwise)."""
-        if const_expr(self.first_guard):
+        partial); with ``first_guard`` or ``guard`` they are made only then (zeros otherwise)."""
+        if const_expr(self.first_guard or guard):
             bits = cute.make_rmem_tensor(len(self.row_offs), Int32)
             bits.fill(0)
             if n_partial > 0:
@@ -1160,7 +1166,8 @@ class FlashMaskFwdSm90:
         n_block = self.n_block_at(Int32(0), blocks_nx)
         # The next tile's first mask bits before the GEMMs, as mask_at "early" does: made
         # later, its bound words (n = 2: 64 registers) would be live next to S, O and P.
-        bits = self.first_mask_bits(n_partial_nx, n_block, ctx_nx)
+        # Guarded always: here the bits sit on the path to this tile's last P V.
+        bits = self.first_mask_bits(n_partial_nx, n_block, ctx_nx, guard=True)
         state_v = kv_state.clone()
         kv_state.advance()
         pipeline_q.consumer_wait(q_state)
@@ -1339,7 +1346,7 @@ class FlashMaskFwdSm90:
         lse: cute.Tensor,  # one value per row of this thread
         mO: cute.Tensor,  # TMA view (s_q, d, h, b)
         mLSE: cute.Tensor,  # (b, h, s_q)
-        sO: cute.Tensor,  # (tile_m, d), aliases sQ
+        sO: cute.Tensor,  # as in mma()
         tma_atom_O: cute.CopyAtom,
         tiled_mma_pv: cute.TiledMma,
         thr_mma_pv: cute.ThrMma,
@@ -1358,13 +1365,15 @@ class FlashMaskFwdSm90:
         bar_id = int(NamedBarrierFwd.Epilogue)
         if const_expr(self.o_store == "wg"):
             sO_mn = cute.group_modes(_select(sO, [0, 2, 1]), 0, 2)
-            bar_id = int(NamedBarrierFwd.EpilogueWG1) + tidx // THREADS_PER_WG
+            wg = cute.arch.make_warp_uniform(tidx // THREADS_PER_WG)
+            bar_id = int(NamedBarrierFwd.EpilogueWG1) + wg
         if const_expr(self.persistent):  # noqa: SIM102 (trace-time + run-time condition)
             # The last tile's O store must have read sO before it is overwritten.
             if tidx % n_store < cute.arch.WARP_SIZE:
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
-        # Every consumer must be done reading sQ (its last Q K^T) before O overwrites it
-        # (persistent: sO is free, see above).
+        # One CTA per tile: every consumer must be done reading sQ (its last Q K^T) before O
+        # overwrites it. Persistent: sO is its own buffer; the barrier makes the wait above
+        # (the last store has read sO) hold for every thread of the group.
         cute.arch.barrier(barrier_id=bar_id, number_of_threads=n_store)
         smem_copy_atom = cute.make_copy_atom(
             warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
