@@ -43,25 +43,13 @@ def _warm_one(job: tuple) -> str:
 def warm_cache(jobs: int) -> int:
     """Compile the bf16, D = 128 backward kernels of the six mask modes (not deterministic) and
     their preprocess / postprocess into the disk cache, in ``jobs`` processes."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    import os
-    import time
-
+    from bench.fwd_perf import KERNEL_MODES, warm_in_processes
     from fm4.cute_kernels.bwd_launch import tile_shape_bwd
 
-    if not os.environ.get("FM4_CACHE_DIR"):
-        print("--warm-cache needs FM4_CACHE_DIR", file=sys.stderr)
-        return 1
     tile_m, tile_n = tile_shape_bwd(128)
-    modes = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
-    jobs_list = [("main", ("BFloat16", 128, c, n, False, tile_m, tile_n)) for c, n in modes]
+    jobs_list = [("main", ("BFloat16", 128, c, n, False, tile_m, tile_n)) for c, n in KERNEL_MODES]
     jobs_list += [("pre", ("BFloat16", 128, False, tile_m)), ("post", ("BFloat16", 128))]
-    t0 = time.time()
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-        list(ex.map(_warm_one, jobs_list))
-    print(f"warmed {len(jobs_list)} backward kernels in {time.time() - t0:.0f} s", flush=True)
-    return 0
+    return warm_in_processes(_warm_one, jobs_list, jobs, "backward")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ import math
 import statistics
 import sys
 
+from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
+
 # name -> FlashMaskFwdSm90 keyword arguments
 _V2_SPLIT = {"mask_impl": "v2", "mask_at": "split", "mask_guard": True}
 _V2_LATE = {"mask_impl": "v2", "mask_at": "late", "mask_guard": True}
@@ -34,12 +36,6 @@ VARIANTS: dict[str, dict] = {
     "lpt": {"order": "lpt"},
     # a tile's first block: mask bits before its Q K^T is issued (the default until session 6)
     "first_early": {"first_bits": "early"},
-    # per-warpgroup O store; next tile's first Q K^T with this tile's last P V (experimental)
-    "o_store_wg": {"o_store": "wg"},
-    "tile_overlap": {"tile_overlap": True},
-    "tile_overlap_wg": {"tile_overlap": True, "o_store": "wg"},
-    # a tile's first mask bits only when it has a partial block (experimental)
-    "first_guard": {"first_guard": True},
     "base": {"p_cvt_asm": False, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm": {"p_cvt_asm": True, "rescale_o_before_pv": False, "mask_impl": "v1"},
     "asm_early_rescale": {"p_cvt_asm": True, "rescale_o_before_pv": True, "mask_impl": "v1"},
@@ -56,6 +52,14 @@ VARIANTS: dict[str, dict] = {
     "v2_late": {"p_cvt_asm": False, **_V2_LATE},
     "v2_late_asm": {"p_cvt_asm": True, **_V2_LATE},
 }
+
+
+# The experimental knob sets the GPU tests run (fm4.cute_kernels.fwd_launch.FWD_TEST_KNOBS):
+# per-warpgroup O store, next tile's first Q K^T with this tile's last P V, first mask bits
+# only with a partial block.
+VARIANTS.update({k: v for k, v in FWD_TEST_KNOBS.items() if k != "single_tile"})
+#: (causal, n_bounds) of every forward / backward kernel configuration.
+KERNEL_MODES = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
 
 
 def compile_variant(head_dim: int, causal: bool, n_bounds: int, arch: str | None, **kw):
@@ -125,11 +129,9 @@ def _warm_one(job: tuple) -> tuple:
     return job
 
 
-def warm_cache(jobs: int, bf16_d128_only: bool = False) -> int:
-    """Compile every default forward configuration the launcher can ask for, and the GPU
-    tests' knob sets (``FWD_TEST_KNOBS``, bf16, D = 128), into the disk cache, in ``jobs``
-    processes (GPU test runs then load instead of compiling serially). ``bf16_d128_only``: the
-    six default bf16, D = 128 kernels alone (what the benchmarks use)."""
+def warm_in_processes(worker, jobs_list: list, jobs: int, what: str) -> int:
+    """Run ``worker`` (a module-level compile-into-the-disk-cache function) on every item of
+    ``jobs_list`` in ``jobs`` spawned processes; needs ``FM4_CACHE_DIR``. Exit code."""
     import concurrent.futures as cf
     import multiprocessing as mp
     import os
@@ -138,27 +140,32 @@ def warm_cache(jobs: int, bf16_d128_only: bool = False) -> int:
     if not os.environ.get("FM4_CACHE_DIR"):
         print("--warm-cache needs FM4_CACHE_DIR", file=sys.stderr)
         return 1
-    from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
+    t0 = time.time()
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        list(ex.map(worker, jobs_list))
+    print(f"warmed {len(jobs_list)} {what} kernels in {time.time() - t0:.0f} s", flush=True)
+    return 0
 
-    modes = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
+
+def warm_cache(jobs: int, bf16_d128_only: bool = False) -> int:
+    """Compile every default forward configuration the launcher can ask for, and the GPU
+    tests' knob sets (``FWD_TEST_KNOBS``, bf16, D = 128), into the disk cache, in ``jobs``
+    processes (GPU test runs then load instead of compiling serially). ``bf16_d128_only``: the
+    six default bf16, D = 128 kernels alone (what the benchmarks use)."""
     keys = [
         ((dt, d, causal, nb), {})
         for dt in ("BFloat16", "Float16")
         for d in (64, 128, 256)
-        for causal, nb in modes
+        for causal, nb in KERNEL_MODES
     ]
     keys += [
         (("BFloat16", 128, causal, nb), knobs)
         for knobs in FWD_TEST_KNOBS.values()
-        for causal, nb in modes
+        for causal, nb in KERNEL_MODES
     ]
     if bf16_d128_only:
         keys = [(key, kn) for key, kn in keys if key[:2] == ("BFloat16", 128) and not kn]
-    t0 = time.time()
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-        list(ex.map(_warm_one, keys))
-    print(f"warmed {len(keys)} forward kernels in {time.time() - t0:.0f} s", flush=True)
-    return 0
+    return warm_in_processes(_warm_one, keys, jobs, "forward")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.compile_only:
         for name in variants:
-            for causal, nb in ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4)):
+            for causal, nb in KERNEL_MODES:
                 compile_variant(D, causal, nb, "sm_90a", **VARIANTS[name])
                 print(f"compiled {name} causal={causal} n_bounds={nb}", flush=True)
         return 0

@@ -43,7 +43,6 @@ import time
 
 S, B, H, D = 8192, 16, 32, 128
 TILE = 128
-MODES = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
 DEFAULT_MASKS = (
     "causal,causal_n1_clean,causal_n1_allpartial,causal_n2_allpartial,full,full_n2_clean,"
     "full_n2_allpartial,bd_2,bd_4,bd_8,bd_4_p,sliding_window,share_question,document"
@@ -107,10 +106,10 @@ def export(folder: str, name: str, knobs: dict) -> None:
     import multiprocessing as mp
     import os
 
-    from bench.fwd_perf import compile_to_file
+    from bench.fwd_perf import KERNEL_MODES, compile_to_file
 
     os.makedirs(folder, exist_ok=True)
-    jobs = [(D, c, n, "sm_90a", f"{folder}/{name}-{int(c)}-{n}.o", knobs) for c, n in MODES]
+    jobs = [(D, c, n, "sm_90a", f"{folder}/{name}-{int(c)}-{n}.o", knobs) for c, n in KERNEL_MODES]
     with cf.ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as ex:
         for path in ex.map(compile_to_file, jobs):
             print(path, flush=True)

@@ -1398,8 +1398,8 @@ class FlashMaskFwdSm90:
             box = m_block
             sO_box = sO
             if const_expr(self.o_store == "wg"):
-                box = m_block * NUM_CONSUMER_WARPGROUPS + tidx // THREADS_PER_WG
-                sO_box = sO[None, None, tidx // THREADS_PER_WG]
+                box = m_block * NUM_CONSUMER_WARPGROUPS + wg
+                sO_box = sO[None, None, wg]
             gO = cute.local_tile(mO[None, None, head, batch], (o_rows, self.head_dim), (box, 0))
             tOsO, tOgO = cpasync.tma_partition(
                 tma_atom_O,
