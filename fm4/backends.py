@@ -3,8 +3,8 @@
 * CPU: the reference (`fm4.reference`, fp32 math, chunked over query rows).
 * CUDA, sm_90 (H100/H200): fm4's CuTe DSL kernels, forward (`fm4.cute_kernels.fwd_sm90`) and
   backward (`fm4.cute_kernels.bwd_sm90`).
-* Other CUDA devices, or inputs a kernel cannot take (e.g. head dims other than 64/128/256 in
-  the forward, 256 in the backward): a clear error. ``FM4_BACKEND=reference`` runs the reference
+* Other CUDA devices, or inputs a kernel cannot take (e.g. head dims other than 64/128/256):
+  a clear error. ``FM4_BACKEND=reference`` runs the reference
   anywhere, on request only.
 """
 

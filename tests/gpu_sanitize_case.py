@@ -7,6 +7,8 @@ With ``--bwd`` each case also runs the backward (the CuTe DSL backward kernels).
 so each CTA of the persistent forward runs several tiles. ``--fwd-knobs JSON`` runs the forward
 kernel alone with those `FlashMaskFwdSm90` options (e.g. ``'{"tile_overlap": true}'``; no
 backward); ``--grid N`` with it caps the persistent grid at N CTAs (many tiles per CTA).
+``--head-dim D`` (default 128) picks the head dim, e.g. 256 for the backward whose consumers
+split d of dK / dV (Note [dK dV split] in ``bwd_sm90.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def main() -> None:
     B, Sq, Sk, H, Hkv, D = 1, 200, 300, 2, 1, 128
     if "--many-tiles" in sys.argv:
         B, Sq, Sk, H, Hkv = 2, 1000, 900, 16, 4
+    if "--head-dim" in sys.argv:
+        D = int(sys.argv[sys.argv.index("--head-dim") + 1])
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(B, Sq, H, D, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(B, Sk, Hkv, D, device="cuda", dtype=torch.bfloat16)

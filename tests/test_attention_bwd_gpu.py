@@ -140,8 +140,10 @@ def test_compiled_training_step():
     assert torch.isfinite(proj.weight).all()
 
 
-def test_head_dim_256_backward_is_a_clear_error():
-    q, k, v = _leaf(1, 128, 2, 256), _leaf(1, 128, 2, 256), _leaf(1, 128, 2, 256)
-    out = fm4.attention(q, k, v, causal=True)  # the forward supports 256
-    with pytest.raises(ValueError, match="head dim 256 not supported by the sm90 backward"):
-        out.sum().backward()
+@pytest.mark.parametrize("sq,sk", [(113, 203), (1023, 1024)])
+@pytest.mark.parametrize("name", ["causal", "document", "share_question", "global_sliding_window"])
+def test_head_dim_256_grads(name, sq, sk):
+    """Head dim 256: forward one CTA per tile, backward tile 64 x 64 with dK / dV split over d
+    (Note [dK dV split] in ``bwd_sm90.py``)."""
+    mask = make_mask(name, sk, seqlen_q=sq, batch=2, num_heads=4, device="cuda")
+    _check(2, sq, sk, 4, 2, 256, mask)

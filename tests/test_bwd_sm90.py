@@ -75,6 +75,11 @@ MAIN_CONFIGS = [
     ("Float16", 64, False, 4, False),
     ("BFloat16", 128, True, 0, True),
     ("BFloat16", 128, False, 4, True),
+    # head dim 256: tile 64 x 64, dK / dV split over d (Note [dK dV split])
+    ("BFloat16", 256, True, 0, False),
+    ("BFloat16", 256, True, 1, False),
+    ("Float16", 256, False, 2, False),
+    ("BFloat16", 256, False, 4, True),
 ]
 
 
@@ -117,6 +122,8 @@ SWAPAB_CONFIGS = [
     ("BFloat16", 64, True, 2, False, {"pds_stages": 1, "early_dv": False}),
     ("BFloat16", 128, True, 2, False, {"sdp_swapab": False}),
     ("BFloat16", 128, False, 0, True, {"sdp_swapab": False}),
+    # tile_n 64 at head dim 128: dK / dV split over d (Note [dK dV split]), S / dP not swapped
+    ("BFloat16", 128, True, 2, False, {"sdp_swapab": False, "tile_n": 64}),
 ]
 
 
@@ -159,6 +166,8 @@ def test_bwd_main_swapab_compiles_for_sm90a(
         ["pre", "Float16", "64", "1"],
         ["post", "BFloat16", "128"],
         ["post", "Float16", "64"],
+        ["pre", "BFloat16", "256", "1"],
+        ["post", "BFloat16", "256"],
     ],
 )
 def test_bwd_prepost_compile_for_sm90a(tmp_path, args):
@@ -175,8 +184,17 @@ def test_bwd_rejects_unsupported_configs():
     from fm4.cute_kernels.bwd_prepost import FlashMaskBwdPreprocess
     from fm4.cute_kernels.bwd_sm90 import FlashMaskBwdSm90
 
-    with pytest.raises(ValueError, match="head_dim 256"):
-        FlashMaskBwdSm90(None, 256, False, 0)
+    with pytest.raises(ValueError, match="head_dim 96"):
+        FlashMaskBwdSm90(None, 96, False, 0)
+    with pytest.raises(ValueError, match="tile_n must be 64 or 128, got 96"):
+        FlashMaskBwdSm90(None, 128, False, 0, tile_n=96)
+    with pytest.raises(ValueError, match=r"tile_n 64 .* sdp_swapab and early_dv off"):
+        FlashMaskBwdSm90(None, 256, False, 0, sdp_swapab=True)
+    with pytest.raises(ValueError, match=r"tile_n 64 .* sdp_swapab and early_dv off"):
+        FlashMaskBwdSm90(None, 128, False, 0, tile_n=64, early_dv=True)
+    split = FlashMaskBwdSm90(None, 256, True, 2)
+    assert (split.tile_n, split.num_stages, split.pds_stages) == (64, 1, 1)
+    assert split.split_d and not split.sdp_swapab and not split.early_dv
     with pytest.raises(ValueError, match="n_bounds"):
         FlashMaskBwdSm90(None, 128, False, 3)
     with pytest.raises(ValueError, match="head_dim 96"):
@@ -190,10 +208,10 @@ def test_bwd_can_implement_reasons_on_cpu():
     k = torch.randn(1, 8, 1, 128, dtype=torch.bfloat16)
     ok, why = can_implement(q, q, k, k, q)
     assert not ok and "CUDA" in why
-    q256 = torch.randn(1, 8, 2, 256, dtype=torch.bfloat16)
-    k256 = torch.randn(1, 8, 1, 256, dtype=torch.bfloat16)
-    ok, why = can_implement(q256, q256, k256, k256, q256)
-    assert not ok and "256" in why and "registers" in why
+    q96 = torch.randn(1, 8, 2, 96, dtype=torch.bfloat16)
+    k96 = torch.randn(1, 8, 1, 96, dtype=torch.bfloat16)
+    ok, why = can_implement(q96, q96, k96, k96, q96)
+    assert not ok and "96" in why
     ok, why = can_implement(q.float(), q.float(), k.float(), k.float(), q.float())
     assert not ok and "dtype" in why
 
@@ -318,9 +336,9 @@ def test_bwd_fully_masked_rows_and_columns():
     _check_fully_masked_rows_and_columns(None)
 
 
-def _check_fully_masked_rows_and_columns(kernel_options):
+def _check_fully_masked_rows_and_columns(kernel_options, head_dim=128):
     sq = sk = 640
-    q, k, v, dout = _inputs(1, sq, sk, 2, 2, 128, torch.bfloat16)
+    q, k, v, dout = _inputs(1, sq, sk, 2, 2, head_dim, torch.bfloat16)
     sri = torch.zeros(1, 1, sk, 4, dtype=torch.int32)
     sri[..., 0], sri[..., 1] = 0, 300  # rows [0, 300) masked in every column
     sri[..., 2], sri[..., 3] = 500, 520
@@ -393,14 +411,14 @@ def test_bwd_deterministic_bitwise(mode):
     _check_deterministic_bitwise(mode, None)
 
 
-def _check_deterministic_bitwise(mode, kernel_options):
+def _check_deterministic_bitwise(mode, kernel_options, head_dim=128):
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
     from fm4.reference import attention_ref
     from fm4.testing import check_attention_grads
 
     gen = torch.Generator().manual_seed(21)
     sq, sk, H, Hkv = 777, 1100, 4, 2
-    q, k, v, dout = _inputs(2, sq, sk, H, Hkv, 128, torch.bfloat16)
+    q, k, v, dout = _inputs(2, sq, sk, H, Hkv, head_dim, torch.bfloat16)
     sri, causal = None, True
     if mode == "bounds4":
         sri, causal = random_bounds(2, 2, sq, sk, 4, gen, False).cuda(), False
@@ -560,3 +578,63 @@ def test_bwd_perf_variants_are_kernel_knobs():
 
     for opts in VARIANTS.values():
         FlashMaskBwdSm90(cutlass.BFloat16, 128, True, 2, **opts)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: head dim 256 and the dK / dV split over d (tile_n 64, Note [dK dV split]); the split is
+# also run at head dim 128, where the tuning table does not pick it
+# ---------------------------------------------------------------------------------------------
+SPLIT_D = {"tile_n": 64}
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bwd_d256_dense(sq, sk, causal, dtype):
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 256, dtype)
+    _run_and_check(q, k, v, dout, None, causal)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SHAPES)
+@pytest.mark.parametrize("causal,n", MODES)
+@pytest.mark.parametrize("hm", [1, 4])
+def test_bwd_d256_bounds(sq, sk, causal, n, hm):
+    """Random bounds (fuzz), Hm in {1, H}, GQA 4:2."""
+    gen = torch.Generator().manual_seed(300 + sq * 7 + sk + n + hm)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 256, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk", SMOKE_SHAPES)
+@pytest.mark.parametrize("causal,n", MODES)
+def test_bwd_split_d_d128_bounds(sq, sk, causal, n):
+    gen = torch.Generator().manual_seed(400 + sq + n)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal, kernel_options=SPLIT_D)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("head_dim,kernel_options", [(256, None), (128, SPLIT_D)])
+def test_bwd_split_d_fully_masked_rows_and_columns(head_dim, kernel_options):
+    _check_fully_masked_rows_and_columns(kernel_options, head_dim)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("mode", ["causal", "bounds4", "bounds2_causal_gqa"])
+def test_bwd_d256_deterministic_bitwise(mode):
+    _check_deterministic_bitwise(mode, None, head_dim=256)

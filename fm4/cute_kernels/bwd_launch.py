@@ -1,9 +1,9 @@
 """Torch-facing launcher of fm4's Hopper backward (preprocess, main kernel, postprocess).
 
-Supported: bf16 / fp16, head dims 64 and 128 (q, k, v the same), GQA / MQA, any lengths,
-no mask / causal / FlashMask bounds with n in {1, 2, 4}, dlse (gradient of the lse output),
-CUDA tensors on an sm_90 device.
-Not supported: head dim 256 (``can_implement`` says why), head_dim_v != head_dim, varlen.
+Supported: bf16 / fp16, head dims 64, 128 and 256 (q, k, v the same; 256 with tile 64 x 64,
+Note [dK dV split] in ``bwd_sm90.py``), GQA / MQA, any lengths, no mask / causal / FlashMask
+bounds with n in {1, 2, 4}, dlse (gradient of the lse output), CUDA tensors on an sm_90 device.
+Not supported: head_dim_v != head_dim, varlen (``can_implement`` says why).
 ``deterministic=True``: dQ added in a fixed order (Note [Deterministic dQ] in ``bwd_sm90.py``).
 
 Three launches: the preprocess (Delta, lse in log2, zeroed fp32 dQ accumulator), the main
@@ -23,7 +23,7 @@ import torch
 
 from fm4.cute_kernels.fwd_launch import TORCH_TO_CUTLASS_NAMES, check_sm90_inputs
 
-SUPPORTED_HEAD_DIMS_BWD = (64, 128)
+SUPPORTED_HEAD_DIMS_BWD = (64, 128, 256)
 
 
 def tile_shape_bwd(head_dim: int) -> tuple[int, int]:
@@ -46,12 +46,6 @@ def can_implement(
 ) -> tuple[bool, str]:
     """Whether ``attention_bwd_sm90`` can run these inputs; if not, why."""
     del deterministic  # both modes take the same inputs
-    if q.dim() == 4 and q.shape[-1] == 256:
-        return False, (
-            "head dim 256 not supported by the sm90 backward yet: dK and dV accumulators "
-            "(64 x 256 fp32 each per warpgroup) need 256 registers per thread; needs the "
-            "dKV_swapAB / tile_n 64 variant"
-        )
     if out.shape != q.shape or dout.shape != q.shape:
         return False, f"out {tuple(out.shape)} and dout {tuple(dout.shape)} must match q"
     tensors = {"q": q, "k": k, "v": v, "out": out, "dout": dout}
@@ -210,8 +204,9 @@ def attention_bwd_sm90(
     """Backward attention on Hopper: ``(dq, dk, dv)`` shaped like ``(q, k, v)``.
 
     ``tile_lists`` (``fm4.masks.tiles.TileLists`` with the backward lists) must have been
-    built for this mask with ``tile_shape_bwd(D)``; it is built here when omitted. Inputs are
-    assumed validated upstream (``can_implement`` checks what the kernels need).
+    built for this mask with ``tile_shape_bwd(D)`` (or the ``tile_m`` / ``tile_n`` of
+    ``kernel_options``); it is built here when omitted. Inputs are assumed validated upstream
+    (``can_implement`` checks what the kernels need).
     ``kernel_options``: extra ``FlashMaskBwdSm90`` knobs (tuning; part of the compile key).
     """
     ok, reason = can_implement(dout, q, k, v, out, startend_row_indices, causal, deterministic)
@@ -225,7 +220,9 @@ def attention_bwd_sm90(
     dv = torch.empty_like(v)
     if B == 0 or H == 0 or Sq == 0 or Sk == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
+    opts = dict(kernel_options or {})
     tile_m, tile_n = tile_shape_bwd(D)
+    tile_m, tile_n = opts.pop("tile_m", None) or tile_m, opts.pop("tile_n", None) or tile_n
     sq_pad = (Sq + tile_m - 1) // tile_m * tile_m
     dev = q.device
     lse2 = torch.empty(B, H, sq_pad, dtype=torch.float32, device=dev)
@@ -249,7 +246,8 @@ def attention_bwd_sm90(
         if (tile_lists.tile_m, tile_lists.tile_n) != (tile_m, tile_n):
             raise ValueError(
                 f"tile lists built for tiles {(tile_lists.tile_m, tile_lists.tile_n)}, "
-                f"the backward uses {(tile_m, tile_n)}: build them with tile_shape_bwd({D})"
+                f"the backward uses {(tile_m, tile_n)}: build them with that tile shape "
+                f"(tile_shape_bwd({D}) unless kernel_options set tile_m / tile_n)"
             )
         tile_lists.add_backward()
         if deterministic:
@@ -274,7 +272,6 @@ def attention_bwd_sm90(
         _compiled_pre, key_pre, lambda: _compile_pre(*key_pre), name="bwd_pre_sm90"
     )
     key = (dtype_name, D, bool(causal), n_bounds, bool(deterministic), tile_m, tile_n)
-    opts = dict(kernel_options or {})
     main = get_or_compile(
         _compiled_main,
         key + tuple(sorted(opts.items())),

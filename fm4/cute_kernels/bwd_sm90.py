@@ -6,9 +6,10 @@ Supported:
     Note [GQA in the CTA]); any seqlen_q, seqlen_k (symbolic); no mask, causal (bottom-right
     aligned), or FlashMask bounds [b, hm, s_k, n] (n in {1, 2, 4}, hm in {1, h_kv, h}) visited
     through per-n_block tile lists (partial / unmasked); rows that see no key contribute zero.
-Not supported (yet): head dim 256 (dK + dV accumulators alone would take 256 registers per
-    thread: needs dKV_swapAB or tile_n 64, see NOTES.md), head_dim_v != head_dim, varlen,
-    dropout, softcap, score modifiers, a persistent scheduler, fp8.
+    Head dim 256: tile 64 x 64, one Q / dO stage, the two consumer warpgroups split d for
+    dK / dV (Note [dK dV split]).
+Not supported (yet): head_dim_v != head_dim, varlen, dropout, softcap, score modifiers, a
+    persistent scheduler, fp8.
 
 Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
     warpgroup 0, warp 0      producer: TMA loads of K and V once, then Q and dO per m_block
@@ -29,6 +30,8 @@ Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
     epilogue                 dK * scale and dV -> smem (aliasing sK / sV) -> TMA store.
     Knob ``sdp_swapab`` (default on, ``SDP_SWAPAB``): S^T and dP^T instead, P^T / dS^T as
     register operands of dV / dK, no P in smem (Note [SdP swapAB]).
+    tile_n 64 (head dim 256): each consumer owns half of d of dK / dV instead (Note [dK dV
+    split]).
 
 The preprocess (``bwd_prepost.py``) gives lse in the log2 domain (+inf for rows that see
 nothing and for padding rows, so P == 0 there: Note [Masked rows] of ``softmax.py``), Delta
@@ -90,6 +93,19 @@ Note [SdP swapAB]
       dQ staging as with sdp_swapab off. ``early_dv`` issues dV += P^T dO before dS is
       computed, otherwise after the PdS barrier.
 
+Note [dK dV split]
+    At head dim 256 the dK and dV accumulators of a (64 keys, 256) tile take 64 x 256 x 2 fp32
+    per warpgroup: 256 registers per thread, more than a consumer has. With tile_n 64 the two
+    consumer warpgroups split d instead of the keys: warpgroup w accumulates columns
+    [w * d / 2, (w + 1) * d / 2) of dK and dV for all 64 keys (128 registers). S = Q K^T and
+    dP = dO V^T are still split by key columns (32 per warpgroup, as ``sdp_swapab`` off), so
+    both warpgroups' P and dS go to smem before either dV or dK GEMM reads them: ``early_dv``
+    and ``sdp_swapab`` are off, and the PdS barrier is the only hand-off. Shared memory at
+    d = 256 (Q, dO, K, V 32 KB each, P and dS 8 KB each, the dQ staging buffer 64 KB: 208 KB)
+    leaves room for one Q / dO stage only, so the next m_block's loads wait for this one's
+    GEMMs: correct but not tuned (no performance target at d = 256). Any head dim takes
+    tile_n 64 (a tuning knob; the GPU tests run it at d = 128 too).
+
 Note [Deterministic dQ]
     Without ``deterministic``, the order in which the n_blocks that visit an m_block add their
     dQ varies between runs, and so do the fp32 sums. With it: a semaphore per (b, h, m_block)
@@ -135,6 +151,7 @@ from fm4.cute_kernels.tile_lists import list_row
 TILE_CONFIG_BWD_SM90: dict[int, tuple[int, int, int]] = {
     64: (64, 128, 2),
     128: (64, 128, 2),
+    256: (64, 64, 1),  # Note [dK dV split]: 208 KB of smem with one stage
 }
 # P / dS smem buffers: 2 lets a warpgroup write this m_block's P / dS while the other may still
 # read last m_block's (one consumer-wide barrier per m_block instead of two); 1 saves 32 KB.
@@ -145,7 +162,9 @@ EARLY_DV = True
 # Compute S^T = K Q^T and dP^T = V dO^T (Note [SdP swapAB]), per number of bounds: P^T and dS^T
 # stay in registers as the A operands of dV += P^T dO and dK += dS^T Q; no P in smem.
 SDP_SWAPAB: dict[int, bool] = {0: True, 1: True, 2: True, 4: True}
-NUM_CONSUMER_WARPGROUPS = 2  # each owns tile_n / 2 key columns (S, dP, dK, dV), d / 2 of dQ
+# Each owns tile_n / 2 key columns of S, dP (and of dK, dV at tile_n 128), d / 2 of dQ (and of
+# dK, dV at tile_n 64: Note [dK dV split]).
+NUM_CONSUMER_WARPGROUPS = 2
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
 SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
@@ -219,11 +238,14 @@ def bwd_tiled_mmas(
 ) -> tuple:
     """The backward's three tiled MMAs (S / dP, dK / dV, dQ); the postprocess uses the dQ one to
     read the accumulator's layout (Note [dQ accumulator layout]; the same with ``sdp_swapab``).
+    tile_n 64: dK / dV split over d (Note [dK dV split]).
     """
     wgs = NUM_CONSUMER_WARPGROUPS
+    split_d = tile_n < 64 * wgs
     K = cute.nvgpu.OperandMajorMode.K
     MN = cute.nvgpu.OperandMajorMode.MN
     if sdp_swapab:  # Note [SdP swapAB]
+        assert not split_d, "sdp_swapab needs tile_n 128"
         # S^T = K Q^T and dP^T = V dO^T: warpgroup w computes key rows [w * 64, w * 64 + 64).
         mma_sdp = sm90_utils.make_trivial_tiled_mma(
             dtype, dtype, K, K, Float32, (wgs, 1, 1), tiler_mn=(64, tile_m)
@@ -245,11 +267,18 @@ def bwd_tiled_mmas(
         mma_sdp = sm90_utils.make_trivial_tiled_mma(
             dtype, dtype, K, K, Float32, (1, wgs, 1), tiler_mn=(64, tile_n // wgs)
         )
-        # dV = P^T dO and dK = dS^T Q: warpgroup w computes rows [w * 64, w * 64 + 64) of the
-        # (tile_n, d) result, i.e. exactly the key columns whose P / dS it produced.
-        mma_dkv = sm90_utils.make_trivial_tiled_mma(
-            dtype, dtype, MN, MN, Float32, (wgs, 1, 1), tiler_mn=(64, head_dim)
-        )
+        if split_d:
+            # dV = P^T dO and dK = dS^T Q: warpgroup w computes columns [w * d / 2, (w + 1) *
+            # d / 2) of the (tile_n, d) result for all tile_n = 64 keys (Note [dK dV split]).
+            mma_dkv = sm90_utils.make_trivial_tiled_mma(
+                dtype, dtype, MN, MN, Float32, (1, wgs, 1), tiler_mn=(64, head_dim // wgs)
+            )
+        else:
+            # dV = P^T dO and dK = dS^T Q: warpgroup w computes rows [w * 64, w * 64 + 64) of
+            # the (tile_n, d) result, i.e. exactly the key columns whose P / dS it produced.
+            mma_dkv = sm90_utils.make_trivial_tiled_mma(
+                dtype, dtype, MN, MN, Float32, (wgs, 1, 1), tiler_mn=(64, head_dim)
+            )
     # dQ = dS K: warpgroup w computes columns [w * d / 2, (w + 1) * d / 2) of (tile_m, d).
     mma_dq = sm90_utils.make_trivial_tiled_mma(
         dtype, dtype, K, MN, Float32, (1, wgs, 1), tiler_mn=(64, head_dim // wgs)
@@ -299,12 +328,25 @@ class FlashMaskBwdSm90:
         self.tile_m = tile_m or cfg_m
         self.tile_n = tile_n or cfg_n
         self.num_stages = num_stages or cfg_stages
-        self.pds_stages = pds_stages or PDS_STAGES
+        self.pds_stages = pds_stages or min(PDS_STAGES, self.num_stages)
+        if self.tile_m != 64:
+            raise ValueError(f"tile_m must be 64 (one wgmma atom of S), got {self.tile_m}")
+        if self.tile_n not in (64, 64 * NUM_CONSUMER_WARPGROUPS):
+            raise ValueError(f"tile_n must be 64 or 128, got {self.tile_n}")
+        if self.pds_stages not in (1, self.num_stages):
+            raise ValueError(f"pds_stages must be 1 or num_stages, got {self.pds_stages}")
+        # tile_n 64: the consumers split d of dK / dV (Note [dK dV split]); both warpgroups'
+        # P and dS feed each dV / dK GEMM, so neither early dV nor S^T / dP^T applies.
+        self.split_d = self.tile_n == 64
+        if self.split_d and (sdp_swapab or early_dv):
+            raise ValueError(
+                "tile_n 64 (dK / dV split over d) needs sdp_swapab and early_dv off, got "
+                f"sdp_swapab={sdp_swapab}, early_dv={early_dv}"
+            )
         self.early_dv = EARLY_DV if early_dv is None else early_dv
         self.sdp_swapab = SDP_SWAPAB[n_bounds] if sdp_swapab is None else bool(sdp_swapab)
-        assert self.pds_stages in (1, self.num_stages), "P / dS stages: 1 or the Q stages"
-        assert self.tile_m == 64, "one 64-row wgmma atom of S per warpgroup"
-        assert self.tile_n == 64 * NUM_CONSUMER_WARPGROUPS
+        if self.split_d:
+            self.early_dv = self.sdp_swapab = False
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
 
@@ -352,14 +394,9 @@ class FlashMaskBwdSm90:
         # K is also the MN-major B operand of dQ = dS K, read d / 2 columns per warpgroup.
         sK_layout = _smem_layout(self.dtype, self.tile_n, d, major=d // NUM_CONSUMER_WARPGROUPS)
         sV_layout = _smem_layout(self.dtype, self.tile_n, d)
-        # P and dS: (tile_m, tile_n) row-major; read as MN-major A (64 columns per warpgroup).
-        sPdS_layout = _smem_layout(
-            self.dtype,
-            self.tile_m,
-            self.tile_n,
-            self.pds_stages,
-            major=self.tile_n // NUM_CONSUMER_WARPGROUPS,
-        )
+        # P and dS: (tile_m, tile_n) row-major; read as MN-major A (64 key columns per
+        # warpgroup: its own half at tile_n 128, all of them at tile_n 64).
+        sPdS_layout = _smem_layout(self.dtype, self.tile_m, self.tile_n, self.pds_stages, major=64)
 
         self.shared_storage = _shared_storage(
             self.dtype,
