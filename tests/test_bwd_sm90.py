@@ -201,6 +201,20 @@ def test_bwd_rejects_unsupported_configs():
         FlashMaskBwdPreprocess(None, 96, False, 64)
 
 
+@needs_cutlass
+def test_bwd_smem_over_capacity_is_a_clear_error(tmp_path):
+    """Two Q / dO stages at head dim 256 need 289 KB of smem: refused when compiling."""
+    script = (
+        "from fm4.cute_kernels import bwd_launch as L\n"
+        "try:\n"
+        "    L._compile_bwd('BFloat16', 256, True, 1, False, num_stages=2)\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    out = compile_in_subprocess(script, [], arch="sm_90a", dump_dir=tmp_path)
+    assert "backward smem 295936 B over sm_90's capacity" in out, out
+
+
 def test_bwd_can_implement_reasons_on_cpu():
     from fm4.cute_kernels.bwd_launch import can_implement
 

@@ -406,6 +406,12 @@ class FlashMaskBwdSm90:
             (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
             self.sdp_swapab,
         )
+        smem_bytes = self.shared_storage.size_in_bytes()
+        if const_expr(smem_bytes > cutlass.memory.get_smem_capacity_in_bytes("sm_90")):
+            raise ValueError(
+                f"backward smem {smem_bytes} B over sm_90's capacity (head_dim {d}, "
+                f"{st} stages, pds_stages {self.pds_stages}): fewer stages"
+            )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
         store_op = cpasync.CopyBulkTensorTileS2GOp()
