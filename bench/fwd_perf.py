@@ -119,8 +119,8 @@ def compile_all(keys: list, head_dim: int, arch: str, jobs: int) -> dict:
 def _warm_one(job: tuple) -> tuple:
     """Worker: compile one launcher configuration ``(key, knobs)`` into the disk cache
     (``FM4_CACHE_DIR``), under the key ``attention_fwd_sm90`` looks up."""
-    from fm4.cute_kernels.compile_utils import get_or_compile
-    from fm4.cute_kernels.fwd_launch import _compile_fwd, compile_key
+    from fm4.cute_kernels.compile_utils import compile_key, get_or_compile
+    from fm4.cute_kernels.fwd_launch import _compile_fwd
 
     key, knobs = job
     get_or_compile(

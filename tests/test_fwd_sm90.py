@@ -86,6 +86,21 @@ def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds, knobs):
         assert "0 bytes spill stores" in rep.stderr, rep.stderr[-2000:]
 
 
+@needs_cutlass
+def test_max_ctas_needs_a_persistent_kernel():
+    """``attention_fwd_sm90(max_ctas=...)`` caps the persistent grid; for a kernel with one CTA
+    per tile (head dim 256, or ``persistent=False``) it is an error, not silently ignored."""
+    from fm4.cute_kernels.fwd_launch import check_max_ctas
+
+    check_max_ctas(4, 128, {})
+    with pytest.raises(ValueError, match="max_ctas=4 applies to the persistent kernel only"):
+        check_max_ctas(4, 256, {})
+    with pytest.raises(ValueError, match="head dim 128 with kernel_options"):
+        check_max_ctas(4, 128, {"persistent": False})
+    with pytest.raises(ValueError, match="max_ctas must be >= 1, got 0"):
+        check_max_ctas(0, 128, {})
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU: correctness
 # ---------------------------------------------------------------------------------------------

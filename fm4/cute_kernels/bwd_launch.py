@@ -264,7 +264,7 @@ def attention_bwd_sm90(
             tile_lists.bwd_full_cnt.contiguous(),
             tile_lists.bwd_full_idx.contiguous(),
         ]
-    from fm4.cute_kernels.compile_utils import get_or_compile, launch_on
+    from fm4.cute_kernels.compile_utils import compile_key, get_or_compile, launch_on
 
     dtype_name = TORCH_TO_CUTLASS_NAMES[q.dtype]
     key_pre = (dtype_name, D, dlse is not None, tile_m)
@@ -274,7 +274,7 @@ def attention_bwd_sm90(
     key = (dtype_name, D, bool(causal), n_bounds, bool(deterministic), tile_m, tile_n)
     main = get_or_compile(
         _compiled_main,
-        key + tuple(sorted(opts.items())),
+        compile_key(key, opts),
         lambda: _compile_bwd(*key, **opts),
         name="bwd_sm90",
     )

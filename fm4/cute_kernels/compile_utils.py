@@ -87,6 +87,12 @@ def device_arch(device: torch.device) -> str:
     return f"sm_{major}{minor}{suffix}"
 
 
+def compile_key(key: tuple, knobs: dict[str, Any] | None = None) -> tuple:
+    """A compile cache key: the configuration tuple ``key``, plus the tuning ``knobs`` sorted by
+    name when there are any (so the default kernel's key does not change with new knobs)."""
+    return (*key, tuple(sorted(knobs.items()))) if knobs else key
+
+
 def launch_on(device: torch.device, fn: Callable[..., Any], *args: Any) -> None:
     """``fn(*args)`` with ``device`` current (TVM FFI then takes that device's current stream).
 

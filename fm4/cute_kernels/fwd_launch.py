@@ -156,12 +156,7 @@ def _compile_fwd(
     )
 
 
-_compiled: dict[tuple, Any] = {}  # compile_key -> kernel
-
-
-def compile_key(key: tuple[str, int, bool, int], knobs: dict[str, Any] | None = None) -> tuple:
-    """The compile cache key of ``(dtype name, D, causal, n_bounds)`` with tuning ``knobs``."""
-    return (*key, tuple(sorted(knobs.items()))) if knobs else key
+_compiled: dict[tuple, Any] = {}  # compile_utils.compile_key -> kernel
 
 
 @functools.cache
@@ -181,6 +176,20 @@ def persistent_args(
     if not (persistent_default(head_dim) if persistent is None else persistent):
         return 0, None
     return sm_count(device), torch.zeros(1, dtype=torch.int32, device=device)
+
+
+def check_max_ctas(max_ctas: int, head_dim: int, knobs: dict[str, Any]) -> None:
+    """``attention_fwd_sm90``'s ``max_ctas``: a positive grid size, for a persistent kernel."""
+    from fm4.cute_kernels.fwd_sm90 import persistent_default
+
+    persistent = knobs.get("persistent")
+    if not (persistent_default(head_dim) if persistent is None else persistent):
+        raise ValueError(
+            f"max_ctas={max_ctas} applies to the persistent kernel only; head dim {head_dim} "
+            f"with kernel_options {knobs} runs one CTA per tile: drop max_ctas"
+        )
+    if max_ctas < 1:
+        raise ValueError(f"max_ctas must be >= 1, got {max_ctas}")
 
 
 def sm_count(device: torch.device) -> int:
@@ -212,6 +221,9 @@ def attention_fwd_sm90(
     if not ok:
         raise ValueError(f"attention_fwd_sm90 cannot run these inputs: {reason}")
     B, Sq, H, D = q.shape
+    knobs = dict(kernel_options or {})
+    if max_ctas is not None:
+        check_max_ctas(max_ctas, D, knobs)
     Sk = k.shape[1]
     scale = 1.0 / math.sqrt(D) if softmax_scale is None else float(softmax_scale)
     out = torch.empty_like(q)
@@ -245,17 +257,14 @@ def attention_fwd_sm90(
             tile_lists.fwd_full_cnt.contiguous(),
             tile_lists.fwd_full_idx.contiguous(),
         ]
-    from fm4.cute_kernels.compile_utils import get_or_compile, launch_on
+    from fm4.cute_kernels.compile_utils import compile_key, get_or_compile, launch_on
 
     key = (TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)
-    knobs = dict(kernel_options or {})
     compiled = get_or_compile(
         _compiled, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
     )
     extra = persistent_args(D, q.device, knobs.get("persistent"))
-    if max_ctas is not None and extra[1] is not None:
-        if max_ctas < 1:
-            raise ValueError(f"max_ctas must be >= 1, got {max_ctas}")
+    if max_ctas is not None:
         extra = (int(max_ctas), extra[1])
     launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args, *extra)
     return out, lse
