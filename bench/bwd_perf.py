@@ -24,31 +24,37 @@ VARIANTS: dict[str, dict] = {
     "early_dv_pds2": {"early_dv": True, "pds_stages": 2},
     "swapab": {"sdp_swapab": True},  # S^T / dP^T, RS dV / dK (Note [SdP swapAB] in bwd_sm90)
     "plain": {"sdp_swapab": False},  # S / dP, P and dS through smem
+    "persistent": {"persistent": True},  # Note [Persistent backward] in bwd_sm90
 }
 
 
 def _warm_one(job: tuple) -> str:
-    """Worker: compile one backward kernel (``("pre" | "main" | "post", key)``) into the disk
-    cache (``FM4_CACHE_DIR``) under the key ``attention_bwd_sm90`` looks up."""
+    """Worker: compile one backward kernel (``("pre" | "main" | "post", key, knobs)``) into the
+    disk cache (``FM4_CACHE_DIR``) under the key ``attention_bwd_sm90`` looks up."""
     from fm4.cute_kernels import bwd_launch as bl
-    from fm4.cute_kernels.compile_utils import get_or_compile
+    from fm4.cute_kernels.compile_utils import compile_key, get_or_compile
 
-    kind, key = job
+    kind, key, knobs = job
     build = {"pre": bl._compile_pre, "main": bl._compile_bwd, "post": bl._compile_post}[kind]
     name = {"pre": "bwd_pre_sm90", "main": "bwd_sm90", "post": "bwd_post_sm90"}[kind]
-    get_or_compile({}, key, lambda: build(*key), name=name)
-    return f"{kind} {key}"
+    get_or_compile({}, compile_key(key, knobs), lambda: build(*key, **knobs), name=name)
+    return f"{kind} {key} {knobs}"
 
 
-def warm_cache(jobs: int) -> int:
-    """Compile the bf16, D = 128 backward kernels of the six mask modes (not deterministic) and
-    their preprocess / postprocess into the disk cache, in ``jobs`` processes."""
+def warm_cache(jobs: int, variants: list[str]) -> int:
+    """Compile the bf16, D = 128 backward kernels of the six mask modes (not deterministic) for
+    each of ``variants`` and the preprocess / postprocess into the disk cache, in ``jobs``
+    processes."""
     from bench.fwd_perf import KERNEL_MODES, warm_in_processes
     from fm4.cute_kernels.bwd_launch import tile_shape_bwd
 
     tile_m, tile_n = tile_shape_bwd(128)
-    jobs_list = [("main", ("BFloat16", 128, c, n, False, tile_m, tile_n)) for c, n in KERNEL_MODES]
-    jobs_list += [("pre", ("BFloat16", 128, False, tile_m)), ("post", ("BFloat16", 128))]
+    jobs_list = [
+        ("main", ("BFloat16", 128, c, n, False, tile_m, tile_n), VARIANTS[name])
+        for name in variants
+        for c, n in KERNEL_MODES
+    ]
+    jobs_list += [("pre", ("BFloat16", 128, False, tile_m), {}), ("post", ("BFloat16", 128), {})]
     return warm_in_processes(_warm_one, jobs_list, jobs, "backward")
 
 
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=16, help="processes for --warm-cache")
     args = ap.parse_args(argv)
     if args.warm_cache:
-        return warm_cache(max(args.jobs, 1))
+        return warm_cache(max(args.jobs, 1), args.variants.split(","))
 
     import torch
 

@@ -6,9 +6,10 @@
     PYTHONPATH=<old checkout> python -m bench.tile_cost --export objs/old --name old
     python -m bench.tile_cost --export objs/new --name new
     python -m bench.tile_cost --objects objs/old,objs/new --masks ...
-    # the backward (preprocess + main + postprocess; lists prebuilt), default kernel only
-    FM4_CACHE_DIR=/tmp/c python -m bench.bwd_perf --warm-cache   # optional: parallel compile
-    FM4_CACHE_DIR=/tmp/c python -m bench.tile_cost --direction bwd --masks bd_2,bd_4,...
+    # the backward (preprocess + main + postprocess; lists prebuilt); --variants names
+    # bench.bwd_perf's VARIANTS, timed in interleaved rounds
+    FM4_CACHE_DIR=/tmp/c python -m bench.bwd_perf --warm-cache --variants default,persistent
+    FM4_CACHE_DIR=/tmp/c python -m bench.tile_cost --direction bwd --variants default,persistent
 
 Every mask runs B=16, H=32, S=8K, bf16 through the forward kernel alone (tile lists built
 outside the timed call), variants timed in interleaved rounds (order rotated), median of the
@@ -143,11 +144,13 @@ def dense_bwd_tiles(causal: bool, seqlen: int, tile_m: int, tile_n: int) -> tupl
     return sum(mt - r * j for j in range(nt)), r * nt, nt
 
 
-def run_bwd(masks: list[str], rounds: int, reps: int) -> int:
-    """``--direction bwd``: the default backward on each mask (see the module docstring)."""
+def run_bwd(masks: list[str], rounds: int, reps: int, variants: list[str]) -> int:
+    """``--direction bwd``: the backward on each mask (see the module docstring), one column
+    pair per ``bench.bwd_perf`` variant, variants timed in interleaved rounds."""
     import torch
 
-    from bench.timing import time_cuda
+    from bench.bwd_perf import VARIANTS
+    from bench.timing import rotation, time_cuda
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90, tile_shape_bwd
     from fm4.cute_kernels.fwd_launch import attention_fwd_sm90, sm_count
     from fm4.masks.tiles import build_tile_lists
@@ -160,8 +163,9 @@ def run_bwd(masks: list[str], rounds: int, reps: int) -> int:
     tile_m, tile_n = tile_shape_bwd(D)
     sms = sm_count(dev)
     print(f"\nbackward, S={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, {sms} SMs")
-    print("| mask | causal | n | tiles/head | partial/head | n_blocks/head | ms | us/tile |")
-    print("|---|---|---|---|---|---|---|---|")
+    cells = " | ".join(f"{name} ms | {name} us/tile" for name in variants)
+    print(f"| mask | causal | n | tiles/head | partial/head | n_blocks/head | {cells} |")
+    print("|---|---|---|---|---|---|" + "---|---|" * len(variants))
     for m in masks:
         causal, sri = mask_case(m, dev)
         out, lse = attention_fwd_sm90(q, k, v, sri, causal)
@@ -176,30 +180,48 @@ def run_bwd(masks: list[str], rounds: int, reps: int) -> int:
         else:
             visited, partial, cols = dense_bwd_tiles(causal, S, tile_m, tile_n)
 
-        def run(sri=sri, causal=causal, tl=tl, out=out, lse=lse):
-            return attention_bwd_sm90(dout, q, k, v, out, lse, sri, causal, tile_lists=tl)
+        runs = {}
+        first = None
+        for name in variants:
 
-        grads = run()
-        torch.cuda.synchronize()
-        if any(torch.isnan(g).any().item() for g in grads):
-            print(f"{m}: NaN in the gradients", file=sys.stderr)
-            return 1
-        rounds_ms = [
-            time_cuda(run, warmup=2, min_reps=reps, max_reps=reps).median_ms
-            for _ in range(max(rounds, 1))
-        ]
-        ms = statistics.median(rounds_ms)
-        us = ms * 1e3 / (visited * B * H / sms)
-        line = f"| {m} | {int(causal)} | {nb} | {visited:.0f} | {partial:.0f} | {cols:.0f} | "
-        print(line + f"{ms:.3f} | {us:.3f} |", flush=True)
-        del grads, out, lse
+            def run(sri=sri, causal=causal, tl=tl, out=out, lse=lse, opts=VARIANTS[name]):
+                return attention_bwd_sm90(
+                    dout, q, k, v, out, lse, sri, causal, tile_lists=tl, kernel_options=opts
+                )
+
+            grads = run()
+            torch.cuda.synchronize()
+            if any(torch.isnan(g).any().item() for g in grads):
+                print(f"{m} {name}: NaN in the gradients", file=sys.stderr)
+                return 1
+            if first is None:
+                first = grads
+            else:  # dK / dV: the same math per work item; dQ: fp32 additions reordered
+                pairs = zip(grads, first, strict=True)
+                err = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
+                print(f"  {m} {name}: max |grad - {variants[0]}| = {err:.3g}", file=sys.stderr)
+            runs[name] = run
+        per = {name: [] for name in variants}
+        for rnd in range(max(rounds, 1)):
+            for name in rotation(variants, rnd):
+                per[name].append(
+                    time_cuda(runs[name], warmup=2, min_reps=reps, max_reps=reps).median_ms
+                )
+        line = f"| {m} | {int(causal)} | {nb} | {visited:.0f} | {partial:.0f} | {cols:.0f} |"
+        for name in variants:
+            ms = statistics.median(per[name])
+            line += f" {ms:.3f} | {ms * 1e3 / (visited * B * H / sms):.3f} |"
+        print(line, flush=True)
+        del first, out, lse
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--masks", default=DEFAULT_MASKS)
-    ap.add_argument("--variants", default="default", help="bench.fwd_perf variant names")
+    ap.add_argument(
+        "--variants", default="default", help="bench.fwd_perf (bwd: bench.bwd_perf) variants"
+    )
     ap.add_argument("--objects", default="", help="folders written by --export (A/B builds)")
     ap.add_argument("--export", default="", help="only compile the kernels into this folder")
     ap.add_argument("--name", default="default", help="variant name for --export")
@@ -210,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--direction", default="fwd", choices=("fwd", "bwd"))
     args = ap.parse_args(argv)
     if args.direction == "bwd":
-        return run_bwd(args.masks.split(","), args.rounds, args.reps)
+        variants = args.variants.split(",")
+        return run_bwd(args.masks.split(","), args.rounds, args.reps, variants)
     if args.export:
         import json
 

@@ -8,7 +8,9 @@ so each CTA of the persistent forward runs several tiles. ``--fwd-knobs JSON`` r
 kernel alone with those `FlashMaskFwdSm90` options (e.g. ``'{"tile_overlap": true}'``; no
 backward); ``--grid N`` with it caps the persistent grid at N CTAs (many tiles per CTA).
 ``--head-dim D`` (default 128) picks the head dim, e.g. 256 for the backward whose consumers
-split d of dK / dV (Note [dK dV split] in ``bwd_sm90.py``).
+split d of dK / dV (Note [dK dV split] in ``bwd_sm90.py``). ``--bwd-knobs JSON`` runs the
+backward kernels alone (reference forward) with those `FlashMaskBwdSm90` options, e.g.
+``'{"persistent": true}'``; ``--grid N`` with it caps the persistent grid.
 """
 
 from __future__ import annotations
@@ -41,10 +43,25 @@ def main() -> None:
         knobs = json.loads(sys.argv[sys.argv.index("--fwd-knobs") + 1])
         if bwd:
             raise SystemExit("--fwd-knobs runs the forward kernel alone: drop --bwd")
+    bwd_knobs = None
+    if "--bwd-knobs" in sys.argv:
+        bwd_knobs = json.loads(sys.argv[sys.argv.index("--bwd-knobs") + 1])
+        if bwd or knobs is not None:
+            raise SystemExit("--bwd-knobs runs the backward alone: drop --bwd and --fwd-knobs")
     for t in (q, k, v):
         t.requires_grad_(bwd)
 
     def run(sri, causal):
+        if bwd_knobs is not None:
+            from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
+            from fm4.reference import attention_ref
+
+            out, lse = attention_ref(q, k, v, sri, causal)
+            dout = torch.randn_like(out)
+            attention_bwd_sm90(
+                dout, q, k, v, out, lse, sri, causal, kernel_options=bwd_knobs, max_ctas=grid
+            )
+            return
         if knobs is not None:
             from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
 

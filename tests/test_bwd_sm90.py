@@ -158,6 +158,45 @@ def test_bwd_main_swapab_compiles_for_sm90a(
         _assert_spills_at_most(rep, allowed)
 
 
+# persistent (Note [Persistent backward]), with the other knobs at their defaults unless given
+PERSISTENT_CONFIGS = [
+    ("BFloat16", 128, True, 1, False, {}),
+    ("BFloat16", 128, False, 4, True, {}),
+    ("Float16", 64, False, 2, False, {"sdp_swapab": False}),
+    ("BFloat16", 256, True, 2, False, {}),
+]
+
+
+@needs_cutlass
+@pytest.mark.parametrize("dtype,head_dim,causal,n_bounds,deterministic,knobs", PERSISTENT_CONFIGS)
+def test_bwd_main_persistent_compiles_for_sm90a(
+    tmp_path, dtype, head_dim, causal, n_bounds, deterministic, knobs
+):
+    """The persistent kernel: the producer claims work items with a global atomic; no local
+    memory, no spills (same allowance as the default kernel)."""
+    flags = ["1" if causal else "0", str(n_bounds), "1" if deterministic else "0"]
+    knobs = {"persistent": True, **knobs}
+    args = ["main", dtype, str(head_dim), *flags, json.dumps(knobs)]
+    ptx_file, ptx = _compile_and_read_ptx(tmp_path, args)
+    assert "wgmma.mma_async" in ptx and "atom.global.add" in ptx
+    assert "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32" in ptx
+    assert "st.local" not in ptx and "ld.local" not in ptx
+    rep = _ptxas_report(tmp_path, ptx_file)
+    if rep is not None:
+        _assert_spills_at_most(rep, 8 if n_bounds == 4 else 0)
+
+
+def test_bwd_persistent_options():
+    from fm4.cute_kernels.bwd_launch import bwd_persistent
+
+    assert bwd_persistent({"persistent": True}, 4)
+    assert not bwd_persistent({"persistent": False})
+    with pytest.raises(ValueError, match="max_ctas=4 applies to the persistent backward only"):
+        bwd_persistent({"persistent": False}, 4)
+    with pytest.raises(ValueError, match="max_ctas must be >= 1, got 0"):
+        bwd_persistent({"persistent": True}, 0)
+
+
 @needs_cutlass
 @pytest.mark.parametrize(
     "args",
@@ -652,3 +691,50 @@ def test_bwd_split_d_fully_masked_rows_and_columns(head_dim, kernel_options):
 @pytest.mark.parametrize("mode", ["causal", "bounds4", "bounds2_causal_gqa"])
 def test_bwd_d256_deterministic_bitwise(mode):
     _check_deterministic_bitwise(mode, None, head_dim=256)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the persistent kernel (Note [Persistent backward]) against one CTA per work item: dK / dV
+# bitwise (each item's math is the same), dQ within tolerance (the order of its fp32 additions
+# differs), everything bitwise with deterministic=True
+# ---------------------------------------------------------------------------------------------
+PERSISTENT = {"persistent": True}
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("causal,n", [(False, 0), (True, 0), *MODES])
+@pytest.mark.parametrize("sq,sk,grid", [(1500, 1500, None), (1050, 777, 4)])
+def test_bwd_persistent_matches_one_cta_per_item(causal, n, sq, sk, grid):
+    """``grid`` 4: dozens of items per CTA (pipeline states and the queue carried over, items
+    without m_blocks in between)."""
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
+    from fm4.reference import attention_ref
+    from fm4.testing import check_attention_grads
+
+    gen = torch.Generator().manual_seed(500 + sq + n)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda() if n else None
+    out, lse = attention_ref(q, k, v, sri, causal)
+    call = (dout, q, k, v, out, lse, sri, causal)
+    _, dk0, dv0 = attention_bwd_sm90(*call)
+    got = attention_bwd_sm90(*call, kernel_options=PERSISTENT, max_ctas=grid)
+    assert torch.equal(got[1], dk0) and torch.equal(got[2], dv0)
+    check_attention_grads(dout, q, k, v, sri, causal, got)
+    det = {"deterministic": True}
+    ref = attention_bwd_sm90(*call, **det)
+    again = attention_bwd_sm90(*call, **det, kernel_options=PERSISTENT, max_ctas=grid)
+    for a, b in zip(ref, again, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize(
+    "head_dim,kernel_options",
+    [(128, PERSISTENT), (256, PERSISTENT), (128, {**PERSISTENT, "sdp_swapab": False})],
+)
+def test_bwd_persistent_fully_masked_and_other_layouts(head_dim, kernel_options):
+    _check_fully_masked_rows_and_columns(kernel_options, head_dim)

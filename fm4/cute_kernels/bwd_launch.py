@@ -54,6 +54,23 @@ def can_implement(
     )
 
 
+def bwd_persistent(kernel_options: dict[str, Any], max_ctas: int | None = None) -> bool:
+    """Whether the backward kernel with these options is persistent (Note [Persistent
+    backward] in ``bwd_sm90.py``); ``max_ctas`` (its grid size) must be positive and is an
+    error for a kernel with one CTA per work item."""
+    from fm4.cute_kernels.bwd_sm90 import PERSISTENT_BWD
+
+    persistent = bool(kernel_options.get("persistent", PERSISTENT_BWD))
+    if max_ctas is not None and not persistent:
+        raise ValueError(
+            f"max_ctas={max_ctas} applies to the persistent backward only (kernel_options "
+            f"{kernel_options}): drop max_ctas or pass kernel_options={{'persistent': True}}"
+        )
+    if max_ctas is not None and max_ctas < 1:
+        raise ValueError(f"max_ctas must be >= 1, got {max_ctas}")
+    return persistent
+
+
 def _compile_bwd(
     dtype_name: str,
     head_dim: int,
@@ -106,6 +123,7 @@ def _compile_bwd(
     kernel = FlashMaskBwdSm90(
         dtype, head_dim, causal, n_bounds, deterministic, tile_m, tile_n, **variant
     )
+    counter = _fake(cutlass.Int32, (1,), 1) if kernel.persistent else None
     return cute.compile(
         kernel,
         q,
@@ -121,6 +139,8 @@ def _compile_bwd(
         *mask_args,
         sem,
         *fwd_lists,
+        counter,
+        cutlass.Int32(1),  # max_ctas: a run-time value
         fake_env_stream(),
         options=compile_options(arch),
     )
@@ -200,6 +220,7 @@ def attention_bwd_sm90(
     tile_lists: Any = None,
     deterministic: bool = False,
     kernel_options: dict[str, Any] | None = None,
+    max_ctas: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward attention on Hopper: ``(dq, dk, dv)`` shaped like ``(q, k, v)``.
 
@@ -208,6 +229,8 @@ def attention_bwd_sm90(
     ``kernel_options``); it is built here when omitted. Inputs are assumed validated upstream
     (``can_implement`` checks what the kernels need).
     ``kernel_options``: extra ``FlashMaskBwdSm90`` knobs (tuning; part of the compile key).
+    ``max_ctas``: the persistent kernel's grid size (default: the SM count; an error for a
+    kernel with one CTA per work item); tests use a small one so that each CTA runs many items.
     """
     ok, reason = can_implement(dout, q, k, v, out, startend_row_indices, causal, deterministic)
     if not ok:
@@ -221,6 +244,7 @@ def attention_bwd_sm90(
     if B == 0 or H == 0 or Sq == 0 or Sk == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     opts = dict(kernel_options or {})
+    persistent = bwd_persistent(opts, max_ctas)
     tile_m, tile_n = tile_shape_bwd(D)
     tile_m, tile_n = opts.pop("tile_m", None) or tile_m, opts.pop("tile_n", None) or tile_n
     sq_pad = (Sq + tile_m - 1) // tile_m * tile_m
@@ -285,8 +309,30 @@ def attention_bwd_sm90(
     lse_c = lse.contiguous()
     dlse_c = None if dlse is None else dlse.to(torch.float32).contiguous()
     launch_on(dev, pre, out, dout, lse_c, dlse_c, lse2, delta, dq_accum)
+    counter, grid = None, 0
+    if persistent:  # Note [Persistent backward]: one CTA per SM, a zeroed item counter
+        from fm4.cute_kernels.fwd_launch import sm_count
+
+        counter = torch.zeros(1, dtype=torch.int32, device=dev)
+        grid = sm_count(dev) if max_ctas is None else int(max_ctas)
     launch_on(
-        dev, main, q, k, v, dout, lse2, delta, dq_accum, dk, dv, scale, *mask_args, sem, *fwd_lists
+        dev,
+        main,
+        q,
+        k,
+        v,
+        dout,
+        lse2,
+        delta,
+        dq_accum,
+        dk,
+        dv,
+        scale,
+        *mask_args,
+        sem,
+        *fwd_lists,
+        counter,
+        grid,
     )
     launch_on(dev, post, dq_accum, dq, scale)
     return dq, dk, dv

@@ -8,8 +8,9 @@ Supported:
     through per-n_block tile lists (partial / unmasked); rows that see no key contribute zero.
     Head dim 256: tile 64 x 64, one Q / dO stage, the two consumer warpgroups split d for
     dK / dV (Note [dK dV split]).
-Not supported (yet): head_dim_v != head_dim, varlen, dropout, softcap, score modifiers, a
-    persistent scheduler, fp8.
+Not supported (yet): head_dim_v != head_dim, varlen, dropout, softcap, score modifiers, fp8.
+    The persistent scheduler (knob ``persistent``, Note [Persistent backward]) is written and
+    compiles but has not run on a GPU: off by default.
 
 Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
     warpgroup 0, warp 0      producer: TMA loads of K and V once, then Q and dO per m_block
@@ -106,6 +107,28 @@ Note [dK dV split]
     GEMMs: correct but not tuned (no performance target at d = 256). Any head dim takes
     tile_n 64 (a tuning knob; the GPU tests run it at d = 128 too).
 
+Note [Persistent backward]
+    Why: a least-squares fit of the committed H100 run (8K, 11 masks, backward alone = fwd+bwd
+    minus fwd) over (unmasked tiles, partial tiles, CTAs) per SM gives ~2.2 us per unmasked
+    64 x 128 tile, ~2.3 us per partial one and ~21 us per CTA (FA4 mask_mod's backward, also
+    one CTA per n_block: ~21 us per CTA too). On sliding_window (~10 m_blocks per n_block)
+    that fixed part is about half of the backward; on causal (65) an eighth.
+    What: with ``persistent`` the grid is min(work items, SMs); a work item is one (n_block,
+    kv head, batch), numbered n_block fastest (the one-CTA grid's order). CTA c starts with
+    item c; its producer warp claims the next from a global counter (``tile_scheduler``) and
+    pushes each item into a two-slot smem queue that the consumer warpgroups, the dQ warp and
+    the stats warp pop. Every pipeline state carries over from item to item. Per item the
+    producer issues the first Q / dO load, then K and V (the consumers free sK / sV only once
+    the item's epilogue has been read out of them by the TMA store), then the rest; the
+    consumers zero dK / dV, run the m_blocks, store dK / dV through sK / sV as before and
+    release K / V. Hidden that way: the CTA launch and exit, the first Q / dO and lse / Delta
+    loads of the next item, the dQ warp's and the stats warp's start. Not hidden: the K / V
+    load latency after the epilogue (no smem for a second K / V buffer at d = 128).
+    With ``deterministic`` (Note [Deterministic dQ]) the dQ warp of item i waits only for items
+    of lower index (lower n_blocks of the same kv head and batch). Items are claimed in index
+    order and a CTA runs its items in the order it claimed them, so the lowest unfinished item
+    always runs and waits for nothing: no deadlock.
+
 Note [Deterministic dQ]
     Without ``deterministic``, the order in which the n_blocks that visit an m_block add their
     dQ varies between runs, and so do the fp32 sums. With it: a semaphore per (b, h, m_block)
@@ -141,8 +164,21 @@ from fm4.cute_kernels.mask_apply import (
 from fm4.cute_kernels.pipeline_utils import tma_load, tma_pipeline
 from fm4.cute_kernels.smem_struct import aligned_buf, make_struct, tile_buf
 from fm4.cute_kernels.softmax import acc_to_frg_a, acc_to_mn
-from fm4.cute_kernels.sync_utils import bulk_reduce_add_f32, ld_acquire_gpu, red_release_add_gpu
+from fm4.cute_kernels.sync_utils import (
+    bulk_reduce_add_f32,
+    ld_acquire_gpu,
+    red_release_add_gpu,
+    thread_idx_x_here,
+)
 from fm4.cute_kernels.tile_lists import list_row
+from fm4.cute_kernels.tile_scheduler import (
+    TILE_INFO_WORDS,
+    TILE_QUEUE_STAGES,
+    claim_tile,
+    pop_tile,
+    push_tile,
+    tile_queue,
+)
 
 # ============================================================================================
 # Tuning table (the only place with tuning constants)
@@ -165,6 +201,9 @@ SDP_SWAPAB: dict[int, bool] = {0: True, 1: True, 2: True, 4: True}
 # Each owns tile_n / 2 key columns of S, dP (and of dK, dV at tile_n 128), d / 2 of dQ (and of
 # dK, dV at tile_n 64: Note [dK dV split]).
 NUM_CONSUMER_WARPGROUPS = 2
+# One CTA per SM looping over (n_block, kv head, batch) work items taken from a global counter
+# (Note [Persistent backward]). EXPERIMENTAL (not run on a GPU yet), so off.
+PERSISTENT_BWD = False
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
 SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
@@ -206,10 +245,17 @@ def _smem_layout(dtype, rows: int, cols: int, stages: int | None = None, major: 
 
 
 def _shared_storage(
-    dtype, stages: int, tile_m: int, head_dim: int, layouts: tuple, sdp_swapab: bool
+    dtype,
+    stages: int,
+    tile_m: int,
+    head_dim: int,
+    layouts: tuple,
+    sdp_swapab: bool,
+    persistent: bool = False,
 ):
-    """The kernel's smem: mbarriers, (sdp_swapab: the lse / Delta slots of each Q stage, fp32,
-    filled by the stats warp), Q, dO, K, V, (without sdp_swapab: P), dS, dQ."""
+    """The kernel's smem: mbarriers, (persistent: the work-item queue), (sdp_swapab: the lse /
+    Delta slots of each Q stage, fp32, filled by the stats warp), Q, dO, K, V, (without
+    sdp_swapab: P), dS, dQ."""
     sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout = layouts
 
     def buf(layout):
@@ -220,6 +266,9 @@ def _shared_storage(
         "mbar_q": cute.struct.MemRange[cutlass.Int64, stages * 2],
         "mbar_do": cute.struct.MemRange[cutlass.Int64, stages * 2],
     }
+    if persistent:  # Note [Persistent backward]
+        fields["mbar_tile"] = cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
+        fields["sTile"] = cute.struct.MemRange[cutlass.Int32, TILE_INFO_WORDS * TILE_QUEUE_STAGES]
     if sdp_swapab:
         fields["mbar_stats"] = cute.struct.MemRange[cutlass.Int64, stages]  # slot free
         for name in ("sLSE", "sDelta"):  # 8-byte loads of pairs of rows
@@ -305,12 +354,14 @@ class FlashMaskBwdSm90:
         pds_stages: int | None = None,
         early_dv: bool | None = None,
         sdp_swapab: bool | None = None,
+        persistent: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
-        ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``, ``early_dv``, ``sdp_swapab``:
-        tuning knobs (default: the tuning table). With ``sdp_swapab`` (Note [SdP swapAB]),
-        ``pds_stages`` counts the dS buffers and ``early_dv`` issues dV += P^T dO before dS is
-        computed (else after the dS barrier)."""
+        ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``, ``early_dv``, ``sdp_swapab``,
+        ``persistent``: tuning knobs (default: the tuning table). With ``sdp_swapab`` (Note
+        [SdP swapAB]), ``pds_stages`` counts the dS buffers and ``early_dv`` issues dV += P^T dO
+        before dS is computed (else after the dS barrier). ``persistent``: one CTA per SM
+        over a queue of work items (Note [Persistent backward])."""
         if head_dim not in TILE_CONFIG_BWD_SM90:
             raise ValueError(
                 f"head_dim {head_dim} not supported by the sm90 backward "
@@ -347,6 +398,7 @@ class FlashMaskBwdSm90:
         self.sdp_swapab = SDP_SWAPAB[n_bounds] if sdp_swapab is None else bool(sdp_swapab)
         if self.split_d:
             self.early_dv = self.sdp_swapab = False
+        self.persistent = PERSISTENT_BWD if persistent is None else bool(persistent)
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
 
@@ -380,6 +432,8 @@ class FlashMaskBwdSm90:
         mFwdPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
         mFwdFullCnt: cute.Tensor | None,  # (b, hm, m_blocks) int32
         mFwdFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
+        mTileCounter: cute.Tensor | None,  # persistent: (1,) int32, zeroed; None otherwise
+        max_ctas: Int32,  # persistent: the grid size (SM count); ignored otherwise
         stream: cuda.CUstream,
     ):
         mFwdLists = None
@@ -405,6 +459,7 @@ class FlashMaskBwdSm90:
             d,
             (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
             self.sdp_swapab,
+            self.persistent,
         )
         smem_bytes = self.shared_storage.size_in_bytes()
         if const_expr(smem_bytes > cutlass.memory.get_smem_capacity_in_bytes("sm_90")):
@@ -432,11 +487,13 @@ class FlashMaskBwdSm90:
             self.dtype, sV_layout
         )
 
-        grid = (
+        grid = [
             cute.ceil_div(cute.size(mK.shape[0]), self.tile_n),
             cute.size(mK.shape[2]),
             cute.size(mK.shape[3]),
-        )
+        ]
+        if const_expr(self.persistent):
+            grid = [cutlass.min(grid[0] * grid[1] * grid[2], max_ctas), 1, 1]
         scale_log2 = softmax_scale * 1.4426950408889634
         self.kernel(
             tma_Q,
@@ -457,6 +514,7 @@ class FlashMaskBwdSm90:
             mFullIdx,
             mdQsem,
             mFwdLists,
+            mTileCounter,
             (tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_dO, tma_atom_dK, tma_atom_dV),
             (sQ_layout, sdO_layout, sK_layout, sV_layout, sPdS_layout),
             mma_sdp,
@@ -493,6 +551,7 @@ class FlashMaskBwdSm90:
         mFullIdx: cute.Tensor | None,  # (b, hm, n_blocks, m_blocks)
         mdQsem: cute.Tensor | None,  # (b, h, m_blocks)
         mFwdLists: tuple | None,  # forward lists (partial cnt / idx, full cnt / idx)
+        mTileCounter: cute.Tensor | None,  # persistent: work items claimed beyond the grid
         tma_atoms: tuple,
         smem_layouts: tuple,
         mma_sdp: cute.TiledMma,
@@ -523,6 +582,14 @@ class FlashMaskBwdSm90:
                 with cute.arch.elect_one():
                     for s in range(st):
                         cute.arch.mbarrier_init(storage.mbar_stats.data_ptr() + s, n_mma)
+        queue = None  # persistent: the work-item queue (Note [Persistent backward])
+        if const_expr(self.persistent):
+            queue_threads = n_mma + cute.arch.WARP_SIZE * (2 if const_expr(self.sdp_swapab) else 1)
+            queue = (
+                tile_queue(storage.mbar_tile.data_ptr(), queue_threads),
+                storage.sTile.get_tensor(cute.make_layout((TILE_INFO_WORDS, TILE_QUEUE_STAGES))),
+                mTileCounter,
+            )
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
@@ -544,7 +611,13 @@ class FlashMaskBwdSm90:
                 storage.mbar_stats.data_ptr(),
             )
 
-        n_block, head_kv, batch = cute.arch.block_idx()
+        # Work items: the CTA's own (n_block, kv head, batch), or persistent its first item, the
+        # number of items, the grid size and the queue through which the producer warp hands
+        # the items to the consumers, the dQ warp and the stats warp.
+        items = cute.arch.block_idx()
+        if const_expr(self.persistent):
+            n_items = cute.ceil_div(mK.shape[0], self.tile_n) * mK.shape[2] * mK.shape[3]
+            items = (cute.arch.block_idx()[0], n_items, cute.arch.grid_dim()[0], queue)
         lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
         group = mQ.shape[2] // mK.shape[2]
 
@@ -558,20 +631,14 @@ class FlashMaskBwdSm90:
                     pipeline_kv,
                     pipeline_q,
                     pipeline_do,
-                    n_block,
-                    head_kv,
-                    batch,
+                    items,
                     group,
                     lists,
                 )
             if const_expr(self.sdp_swapab):  # noqa: SIM102 (a trace-time if around a run-time one)
                 if warp_idx == 2:
                     self.stage_stats(
-                        (mQ, mK, mLSElog2, mDelta),
-                        stats,
-                        pipeline_q,
-                        (n_block, head_kv, batch, group),
-                        lists,
+                        (mQ, mK, mLSElog2, mDelta), stats, pipeline_q, items, group, lists
                     )
             if warp_idx == 1:
                 self.dq_store(
@@ -581,9 +648,7 @@ class FlashMaskBwdSm90:
                     sdQ,
                     mdQsem,
                     mFwdLists,
-                    n_block,
-                    head_kv,
-                    batch,
+                    items,
                     group,
                     lists,
                 )
@@ -601,12 +666,26 @@ class FlashMaskBwdSm90:
                 tidx - THREADS_PER_WG,
                 softmax_scale,
                 scale_log2,
-                n_block,
-                head_kv,
-                batch,
+                items,
                 group,
                 lists,
             )
+
+    @cute.jit
+    def item_coords(self, tile: Int32, mK: cute.Tensor) -> tuple:
+        """(n_block, kv head, batch) of work item ``tile`` (Note [Persistent backward]): the
+        n_block fastest, then the kv head, then the batch, the order of the one-CTA grid."""
+        n_blocks = cute.ceil_div(mK.shape[0], self.tile_n)
+        rest = tile // n_blocks
+        batch = rest // mK.shape[2]
+        return tile - rest * n_blocks, rest - batch * mK.shape[2], batch
+
+    @cute.jit
+    def pop_item(self, queue: tuple, state: pipeline.PipelineState) -> tuple:
+        """Consumer side of the work-item queue: (item index, n_block, kv head, batch)."""
+        tile, n_block, head_kv, batch = pop_tile(queue[0], state, queue[1], 4)
+        state.advance()
+        return tile, n_block, head_kv, batch
 
     @cute.jit
     def block_range(
@@ -679,14 +758,55 @@ class FlashMaskBwdSm90:
         pipeline_kv: pipeline.PipelineAsync,
         pipeline_q: pipeline.PipelineAsync,
         pipeline_do: pipeline.PipelineAsync,
-        n_block: Int32,
-        head_kv: Int32,
-        batch: Int32,
+        items: tuple,  # (n_block, kv head, batch), or persistent: (first, count, grid, queue)
         group: Int32,
         lists: tuple,
     ):
+        """Producer warp: K and V of each work item, then Q and dO of its m_blocks; persistent:
+        also claims the items and hands them out (Note [Persistent backward])."""
+        pipes = (pipeline_kv, pipeline_q, pipeline_do)
+        kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        if const_expr(self.persistent):
+            tile, n_items, grid_x, queue = items
+            tile_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Producer, TILE_QUEUE_STAGES
+            )
+            zeros = (Int32(0),) * (TILE_INFO_WORDS - 4)
+            while tile < n_items:
+                coords = self.item_coords(tile, gmem[1])
+                push_tile(queue[0], tile_state, queue[1], (tile, *coords, *zeros))
+                tile_state.advance()
+                # Claimed now, used after this item's loads: the atomic's latency is hidden.
+                next_tile = claim_tile(queue[2], grid_x)
+                kv_state, q_state = self.load_item(
+                    gmem, smem, tma_atoms, pipes, coords, kv_state, q_state, group, lists
+                )
+                tile = next_tile
+            # Past the end: the other roles stop.
+            push_tile(queue[0], tile_state, queue[1], (tile, Int32(0), Int32(0), Int32(0), *zeros))
+        else:
+            self.load_item(gmem, smem, tma_atoms, pipes, items, kv_state, q_state, group, lists)
+
+    @cute.jit
+    def load_item(
+        self,
+        gmem: tuple,
+        smem: tuple,
+        tma_atoms: tuple,
+        pipes: tuple,  # pipeline_kv, pipeline_q, pipeline_do
+        coords: tuple,  # n_block, kv head, batch
+        kv_state: pipeline.PipelineState,
+        q_state: pipeline.PipelineState,
+        group: Int32,
+        lists: tuple,
+    ) -> tuple:
+        """One work item's loads. Persistent: K and V after the item's first Q / dO (the
+        consumers free K and V only after the last item's epilogue, Q / dO stages earlier)."""
         mQ, mK, mV, mdO = gmem
         sQ, sK, sV, sdO = smem
+        pipeline_kv, pipeline_q, pipeline_do = pipes
+        n_block, head_kv, batch = coords
         tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_dO = tma_atoms[:4]
         d = self.head_dim
         one = cute.make_layout(1)
@@ -698,13 +818,10 @@ class FlashMaskBwdSm90:
         tVsV, tVgV = cpasync.tma_partition(
             tma_atom_V, 0, one, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
         )
-        kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
-        pipeline_kv.producer_acquire(kv_state)
-        bar = pipeline_kv.producer_get_barrier(kv_state)
-        cute.copy(tma_atom_K, tKgK, tKsK, tma_bar_ptr=bar)
-        cute.copy(tma_atom_V, tVgV, tVsV, tma_bar_ptr=bar)
-
-        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        kv_copies = ((tma_atom_K, tKgK, tKsK), (tma_atom_V, tVgV, tVsV))
+        kv_pending = Int32(1)
+        if const_expr(not self.persistent):
+            self.load_kv(pipeline_kv, kv_state, kv_copies)
         for g in cutlass.range(group, unroll=1):
             head = head_kv * group + g
             blocks = self.block_range(
@@ -723,6 +840,25 @@ class FlashMaskBwdSm90:
                 tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, m_block)
                 tma_load(pipeline_do, q_state, tma_atom_dO, tdOgdO, tdOsdO, m_block)
                 q_state.advance()
+                if const_expr(self.persistent):  # noqa: SIM102 (trace-time if around run-time)
+                    if kv_pending != 0:
+                        self.load_kv(pipeline_kv, kv_state, kv_copies)
+                        kv_pending = Int32(0)
+        if const_expr(self.persistent):  # noqa: SIM102 (trace-time if around run-time)
+            if kv_pending != 0:  # an item without m_blocks: its dK / dV are zeros
+                self.load_kv(pipeline_kv, kv_state, kv_copies)
+        kv_state.advance()
+        return kv_state, q_state
+
+    @cute.jit
+    def load_kv(
+        self, pipeline_kv: pipeline.PipelineAsync, kv_state: pipeline.PipelineState, copies: tuple
+    ) -> None:
+        """K and V of one work item into sK / sV, on the one K / V mbarrier."""
+        pipeline_kv.producer_acquire(kv_state)
+        bar = pipeline_kv.producer_get_barrier(kv_state)
+        for atom, src, dst in copies:
+            cute.copy(atom, src, dst, tma_bar_ptr=bar)
 
     # ----------------------------------------------------------------------------------------
     # dQ warp
@@ -736,15 +872,41 @@ class FlashMaskBwdSm90:
         sdQ: cute.Tensor,  # (tile_m * d,) fp32 staging buffer
         mdQsem: cute.Tensor | None,  # (b, h, m_blocks) int32
         mFwdLists: tuple | None,
-        n_block: Int32,
-        head_kv: Int32,
-        batch: Int32,
+        items: tuple,  # (n_block, kv head, batch), or persistent: (first, count, grid, queue)
         group: Int32,
         lists: tuple,
     ):
         """Adds each visited m_block's dQ (staged in smem by the consumers) to the fp32
         accumulator in global memory with bulk reductions, one per consumer warpgroup; in
         deterministic mode in a fixed order across n_blocks (Note [Deterministic dQ])."""
+        args = (mQ, mK, mdQaccum, sdQ, mdQsem, mFwdLists)
+        if const_expr(self.persistent):
+            tile_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
+            )
+            tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+            while tile < items[1]:
+                self.dq_store_item(*args, (n_block, head_kv, batch), group, lists)
+                tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+        else:
+            self.dq_store_item(*args, items, group, lists)
+        cute.arch.cp_async_bulk_wait_group(0, read=True)
+
+    @cute.jit
+    def dq_store_item(
+        self,
+        mQ: cute.Tensor,
+        mK: cute.Tensor,
+        mdQaccum: cute.Tensor,
+        sdQ: cute.Tensor,
+        mdQsem: cute.Tensor | None,
+        mFwdLists: tuple | None,
+        coords: tuple,  # n_block, kv head, batch
+        group: Int32,
+        lists: tuple,
+    ):
+        """The dQ warp's work for one work item (all heads of the kv head's group)."""
+        n_block, head_kv, batch = coords
         lane = cute.arch.lane_idx()
         wgs = NUM_CONSUMER_WARPGROUPS
         chunk = self.tile_m * self.head_dim // wgs  # fp32 elements per warpgroup
@@ -787,7 +949,6 @@ class FlashMaskBwdSm90:
                     cute.arch.cp_async_bulk_wait_group(0, read=False)
                     if lane == 0:
                         red_release_add_gpu(sem_ptr, 1)
-        cute.arch.cp_async_bulk_wait_group(0, read=True)
 
     @cute.jit
     def dq_rank(
@@ -834,9 +995,7 @@ class FlashMaskBwdSm90:
         tidx: Int32,  # 0 .. num_mma_threads - 1
         softmax_scale: Float32,
         scale_log2: Float32,
-        n_block: Int32,
-        head_kv: Int32,
-        batch: Int32,
+        items: tuple,  # (n_block, kv head, batch), or persistent: (first, count, grid, queue)
         group: Int32,
         lists: tuple,
     ):
@@ -892,7 +1051,8 @@ class FlashMaskBwdSm90:
         )
 
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
-        pipeline_kv.consumer_wait(kv_state)
+        if const_expr(not self.persistent):
+            pipeline_kv.consumer_wait(kv_state)
 
         if const_expr(self.sdp_swapab):
             ctx = (
@@ -927,6 +1087,57 @@ class FlashMaskBwdSm90:
             )
 
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
+        env = (
+            ctx,
+            (acc_dK, acc_dV),
+            (mQ, mdK, mdV, mLSElog2, mDelta),
+            (sK, sV),
+            tma_atoms,
+            mma_dkv,
+            tidx,
+            softmax_scale,
+            tScS_mn,
+            swap_ops,
+            (seqlen_q, seqlen_k),
+        )
+        if const_expr(self.persistent):
+            tile_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
+            )
+            # Only the item index stays live across the item (its coordinates are recomputed
+            # for the epilogue: fewer registers next to dK / dV).
+            tile = self.pop_item(items[3], tile_state)[0]
+            while tile < items[1]:
+                pipeline_kv.consumer_wait(kv_state)
+                acc_dK.fill(0.0)
+                acc_dV.fill(0.0)
+                q_state = self.mma_item(tile, q_state, env, group, lists)
+                # The epilogue's TMA store has read sK / sV (the storing warp waited for it
+                # before arriving): the producer may load the next item's K and V.
+                pipeline_kv.consumer_release(kv_state)
+                kv_state.advance()
+                tile = self.pop_item(items[3], tile_state)[0]
+        else:
+            self.mma_item(items, q_state, env, group, lists)
+
+    @cute.jit
+    def mma_item(
+        self,
+        item,  # (n_block, kv head, batch), or persistent: the item index (Int32)
+        q_state: pipeline.PipelineState,
+        env: tuple,  # from mma
+        group: Int32,
+        lists: tuple,
+    ) -> pipeline.PipelineState:
+        """One work item: every m_block of every query head of the kv head's group, then the
+        dK / dV epilogue."""
+        ctx, (acc_dK, acc_dV), gmem, (sK, sV), tma_atoms, mma_dkv, tidx = env[:7]
+        softmax_scale, tScS_mn, swap_ops, (seqlen_q, seqlen_k) = env[7:]
+        mQ, mdK, mdV, mLSElog2, mDelta = gmem
+        coords = item
+        if const_expr(self.persistent):
+            coords = self.item_coords(item, mdK)
+        n_block, head_kv, batch = coords
         for g in cutlass.range(group, unroll=1):
             head = head_kv * group + g
             blocks = self.block_range(n_block, head, batch, mQ.shape[2], seqlen_q, seqlen_k, lists)
@@ -975,9 +1186,12 @@ class FlashMaskBwdSm90:
             (sK, sV),
             (tma_atoms[4], tma_atoms[5]),
             mma_dkv,
-            tidx,
-            (n_block, head_kv, batch),
+            # Persistent: the epilogue's smem addresses computed here, once per item, not
+            # hoisted out of the item loop (they spilled there with n = 4).
+            thread_idx_x_here() - THREADS_PER_WG if const_expr(self.persistent) else tidx,
+            self.item_coords(item, mdK) if const_expr(self.persistent) else coords,
         )
+        return q_state
 
     @cute.jit
     def mma_one_m_block(
@@ -1177,17 +1391,41 @@ class FlashMaskBwdSm90:
         gmem: tuple,  # mQ, mK (TMA views, for shapes), lse_log2, Delta (b, h, s_q_padded)
         stats: tuple,  # sLSE, sDelta (tile_m, stages) fp32 slots; their "empty" mbarriers
         pipeline_q: pipeline.PipelineAsync,
-        coords: tuple,  # n_block, head_kv, batch, group
+        items: tuple,  # (n_block, kv head, batch), or persistent: (first, count, grid, queue)
+        group: Int32,
         lists: tuple,
     ) -> None:
         """The stats warp (sdp_swapab): lse / Delta rows of each visited m_block into the slot
         of its Q stage, in the consumers' m_block order (Note [SdP swapAB])."""
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        if const_expr(self.persistent):
+            tile_state = pipeline.make_pipeline_state(
+                pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
+            )
+            tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+            while tile < items[1]:
+                coords = (n_block, head_kv, batch, group)
+                state = self.stage_stats_item(gmem, stats, pipeline_q, coords, lists, state)
+                tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+        else:
+            self.stage_stats_item(gmem, stats, pipeline_q, (*items, group), lists, state)
+
+    @cute.jit
+    def stage_stats_item(
+        self,
+        gmem: tuple,
+        stats: tuple,
+        pipeline_q: pipeline.PipelineAsync,
+        coords: tuple,  # n_block, head_kv, batch, group
+        lists: tuple,
+        state: pipeline.PipelineState,
+    ) -> pipeline.PipelineState:
+        """The stats warp's work for one work item."""
         mQ, mK, mLSElog2, mDelta = gmem
         sLSE, sDelta, empty = stats
         n_block, head_kv, batch, group = coords
         lane = cute.arch.lane_idx()
         per_lane = self.tile_m // cute.arch.WARP_SIZE
-        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
         for g in cutlass.range(group, unroll=1):
             head = head_kv * group + g
             blocks = self.block_range(
@@ -1209,6 +1447,7 @@ class FlashMaskBwdSm90:
                 # One of the stage's full-barrier arrivals (with the TMA thread's).
                 cute.arch.mbarrier_arrive(pipeline_q.producer_get_barrier(state))
                 state.advance()
+        return state
 
     @cute.jit
     def mma_one_m_block_swapab(

@@ -5,6 +5,8 @@
   thread's bulk groups: ``cute.arch.cp_async_bulk_commit_group`` / ``..._wait_group``).
 * ``ld_acquire_gpu`` / ``red_release_add_gpu``: a semaphore read with acquire and an increment
   with release semantics at GPU scope (the deterministic dQ order of the backward).
+* ``thread_idx_x_here``: ``threadIdx.x`` read where it is written (a volatile read the compiler
+  keeps in place), so that values derived from it inside a loop are not hoisted out of it.
 """
 
 from __future__ import annotations
@@ -62,4 +64,23 @@ def red_release_add_gpu(ptr: cute.Pointer, val: int | Int32, *, loc=None, ip=Non
         has_side_effects=True,
         is_align_stack=False,
         asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+
+
+@dsl_user_op
+def thread_idx_x_here(*, loc=None, ip=None) -> Int32:
+    """``threadIdx.x``, read by a volatile ``mov``: LLVM cannot hoist it, or what is computed
+    from it, out of the loop it is in. For addresses used once per iteration of an outer loop
+    (e.g. the persistent backward's epilogue), which would otherwise stay live across the
+    inner loops next to the accumulators and spill."""
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [],
+            "mov.u32 $0, %tid.x;",
+            "=r",
+            has_side_effects=True,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
     )
