@@ -25,6 +25,8 @@ VARIANTS: dict[str, dict] = {
     "swapab": {"sdp_swapab": True},  # S^T / dP^T, RS dV / dK (Note [SdP swapAB] in bwd_sm90)
     "plain": {"sdp_swapab": False},  # S / dP, P and dS through smem
     "persistent": {"persistent": True},  # Note [Persistent backward] in bwd_sm90
+    "direct": {"dkv_store": "direct"},  # dK / dV stored from registers
+    "persistent_direct": {"persistent": True, "dkv_store": "direct"},
 }
 
 

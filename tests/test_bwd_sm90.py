@@ -164,6 +164,7 @@ PERSISTENT_CONFIGS = [
     ("BFloat16", 128, False, 4, True, {}),
     ("Float16", 64, False, 2, False, {"sdp_swapab": False}),
     ("BFloat16", 256, True, 2, False, {}),
+    ("BFloat16", 128, True, 2, False, {"dkv_store": "direct"}),
 ]
 
 
@@ -180,6 +181,8 @@ def test_bwd_main_persistent_compiles_for_sm90a(
     ptx_file, ptx = _compile_and_read_ptx(tmp_path, args)
     assert "wgmma.mma_async" in ptx and "atom.global.add" in ptx
     assert "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32" in ptx
+    if knobs.get("dkv_store") == "direct":  # dK / dV from registers, pairs of columns
+        assert "st.global.b32" in ptx and "cp.async.bulk.tensor.4d.global.shared" not in ptx
     assert "st.local" not in ptx and "ld.local" not in ptx
     rep = _ptxas_report(tmp_path, ptx_file)
     if rep is not None:
@@ -699,6 +702,7 @@ def test_bwd_d256_deterministic_bitwise(mode):
 # differs), everything bitwise with deterministic=True
 # ---------------------------------------------------------------------------------------------
 PERSISTENT = {"persistent": True}
+DIRECT = {"dkv_store": "direct"}
 
 
 @pytest.mark.gpu
@@ -706,9 +710,10 @@ PERSISTENT = {"persistent": True}
 @needs_sm90
 @pytest.mark.parametrize("causal,n", [(False, 0), (True, 0), *MODES])
 @pytest.mark.parametrize("sq,sk,grid", [(1500, 1500, None), (1050, 777, 4)])
-def test_bwd_persistent_matches_one_cta_per_item(causal, n, sq, sk, grid):
+@pytest.mark.parametrize("knobs", [PERSISTENT, {**PERSISTENT, **DIRECT}])
+def test_bwd_persistent_matches_one_cta_per_item(causal, n, sq, sk, grid, knobs):
     """``grid`` 4: dozens of items per CTA (pipeline states and the queue carried over, items
-    without m_blocks in between)."""
+    without m_blocks in between). ``dkv_store="direct"``: dK / dV stored from registers."""
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
     from fm4.reference import attention_ref
     from fm4.testing import check_attention_grads
@@ -719,12 +724,12 @@ def test_bwd_persistent_matches_one_cta_per_item(causal, n, sq, sk, grid):
     out, lse = attention_ref(q, k, v, sri, causal)
     call = (dout, q, k, v, out, lse, sri, causal)
     _, dk0, dv0 = attention_bwd_sm90(*call)
-    got = attention_bwd_sm90(*call, kernel_options=PERSISTENT, max_ctas=grid)
+    got = attention_bwd_sm90(*call, kernel_options=knobs, max_ctas=grid)
     assert torch.equal(got[1], dk0) and torch.equal(got[2], dv0)
     check_attention_grads(dout, q, k, v, sri, causal, got)
     det = {"deterministic": True}
     ref = attention_bwd_sm90(*call, **det)
-    again = attention_bwd_sm90(*call, **det, kernel_options=PERSISTENT, max_ctas=grid)
+    again = attention_bwd_sm90(*call, **det, kernel_options=knobs, max_ctas=grid)
     for a, b in zip(ref, again, strict=True):
         assert torch.equal(a, b)
 
@@ -734,7 +739,33 @@ def test_bwd_persistent_matches_one_cta_per_item(causal, n, sq, sk, grid):
 @needs_sm90
 @pytest.mark.parametrize(
     "head_dim,kernel_options",
-    [(128, PERSISTENT), (256, PERSISTENT), (128, {**PERSISTENT, "sdp_swapab": False})],
+    [
+        (128, PERSISTENT),
+        (256, PERSISTENT),
+        (128, {**PERSISTENT, "sdp_swapab": False}),
+        (128, DIRECT),
+        (256, {**PERSISTENT, **DIRECT}),
+    ],
 )
 def test_bwd_persistent_fully_masked_and_other_layouts(head_dim, kernel_options):
     _check_fully_masked_rows_and_columns(kernel_options, head_dim)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("causal,n", [(True, 0), (False, 2), (True, 1)])
+def test_bwd_direct_store_matches_tma_store(causal, n):
+    """One CTA per item, ``dkv_store="direct"`` (ragged last n_block: rows past the keys not
+    written): dK / dV bitwise equal to the TMA store's."""
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
+    from fm4.reference import attention_ref
+
+    gen = torch.Generator().manual_seed(600 + n)
+    q, k, v, dout = _inputs(2, 700, 650, 4, 2, 128, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, 2, 700, 650, n, gen, causal).cuda() if n else None
+    out, lse = attention_ref(q, k, v, sri, causal)
+    call = (dout, q, k, v, out, lse, sri, causal)
+    _, dk0, dv0 = attention_bwd_sm90(*call)
+    got = attention_bwd_sm90(*call, kernel_options=DIRECT)
+    assert torch.equal(got[1], dk0) and torch.equal(got[2], dv0)

@@ -204,6 +204,10 @@ NUM_CONSUMER_WARPGROUPS = 2
 # One CTA per SM looping over (n_block, kv head, batch) work items taken from a global counter
 # (Note [Persistent backward]). EXPERIMENTAL (not run on a GPU yet), so off.
 PERSISTENT_BWD = False
+# How dK / dV leave the CTA: "tma" (through sK / sV, one TMA store each) or "direct" (each
+# thread stores its accumulator values to global memory: no smem, no barrier; with
+# ``persistent`` the next item's K / V then load during the epilogue). "direct" EXPERIMENTAL.
+DKV_STORE = "tma"
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
 SMEM_ALIGN_BYTES = 1024  # alignment of each smem buffer (128B swizzle atoms)
@@ -355,13 +359,15 @@ class FlashMaskBwdSm90:
         early_dv: bool | None = None,
         sdp_swapab: bool | None = None,
         persistent: bool | None = None,
+        dkv_store: str | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
         ``tile_m``, ``tile_n``, ``num_stages``, ``pds_stages``, ``early_dv``, ``sdp_swapab``,
         ``persistent``: tuning knobs (default: the tuning table). With ``sdp_swapab`` (Note
         [SdP swapAB]), ``pds_stages`` counts the dS buffers and ``early_dv`` issues dV += P^T dO
         before dS is computed (else after the dS barrier). ``persistent``: one CTA per SM
-        over a queue of work items (Note [Persistent backward])."""
+        over a queue of work items (Note [Persistent backward]). ``dkv_store``: "tma" or
+        "direct" (``DKV_STORE``)."""
         if head_dim not in TILE_CONFIG_BWD_SM90:
             raise ValueError(
                 f"head_dim {head_dim} not supported by the sm90 backward "
@@ -399,6 +405,9 @@ class FlashMaskBwdSm90:
         if self.split_d:
             self.early_dv = self.sdp_swapab = False
         self.persistent = PERSISTENT_BWD if persistent is None else bool(persistent)
+        self.dkv_store = DKV_STORE if dkv_store is None else dkv_store
+        if self.dkv_store not in ("tma", "direct"):
+            raise ValueError(f"dkv_store must be 'tma' or 'direct', got {self.dkv_store!r}")
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
 
@@ -495,6 +504,8 @@ class FlashMaskBwdSm90:
         if const_expr(self.persistent):
             grid = [cutlass.min(grid[0] * grid[1] * grid[2], max_ctas), 1, 1]
         scale_log2 = softmax_scale * 1.4426950408889634
+        if const_expr(self.dkv_store == "direct"):  # plain global tensors, no TMA store
+            tma_dK, tma_dV = mdK, mdV
         self.kernel(
             tma_Q,
             tma_K,
@@ -537,8 +548,8 @@ class FlashMaskBwdSm90:
         mK: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
         mV: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
         mdO: cute.Tensor,  # TMA view (s_q, d, h, b)
-        mdK: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
-        mdV: cute.Tensor,  # TMA view (s_k, d, h_kv, b)
+        mdK: cute.Tensor,  # TMA view (s_k, d, h_kv, b); dkv_store "direct": the tensor itself
+        mdV: cute.Tensor,  # TMA view (s_k, d, h_kv, b); dkv_store "direct": the tensor itself
         mLSElog2: cute.Tensor,  # (b, h, s_q_padded)
         mDelta: cute.Tensor,  # (b, h, s_q_padded)
         mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d)
@@ -1111,10 +1122,8 @@ class FlashMaskBwdSm90:
                 pipeline_kv.consumer_wait(kv_state)
                 acc_dK.fill(0.0)
                 acc_dV.fill(0.0)
-                q_state = self.mma_item(tile, q_state, env, group, lists)
-                # The epilogue's TMA store has read sK / sV (the storing warp waited for it
-                # before arriving): the producer may load the next item's K and V.
-                pipeline_kv.consumer_release(kv_state)
+                kv = (pipeline_kv, kv_state)  # released in mma_item
+                q_state = self.mma_item(tile, q_state, env, group, lists, kv)
                 kv_state.advance()
                 tile = self.pop_item(items[3], tile_state)[0]
         else:
@@ -1128,9 +1137,12 @@ class FlashMaskBwdSm90:
         env: tuple,  # from mma
         group: Int32,
         lists: tuple,
+        kv: tuple | None = None,  # persistent: (pipeline_kv, kv_state) to release
     ) -> pipeline.PipelineState:
         """One work item: every m_block of every query head of the kv head's group, then the
-        dK / dV epilogue."""
+        dK / dV epilogue. Persistent: sK / sV released for the next item's K / V once they
+        are no longer read (after the last GEMMs with the direct store, else after the
+        epilogue's TMA store has read them: its storing warp waited for that)."""
         ctx, (acc_dK, acc_dV), gmem, (sK, sV), tma_atoms, mma_dkv, tidx = env[:7]
         softmax_scale, tScS_mn, swap_ops, (seqlen_q, seqlen_k) = env[7:]
         mQ, mdK, mdV, mLSElog2, mDelta = gmem
@@ -1179,6 +1191,8 @@ class FlashMaskBwdSm90:
                         q_state, self.m_block_at(i, blocks), False, ctx, per_head
                     )
 
+        if const_expr(self.persistent and self.dkv_store == "direct"):
+            kv[0].consumer_release(kv[1])
         acc_dK.store(acc_dK.load() * softmax_scale)
         self.epilogue(
             (acc_dK, acc_dV),
@@ -1191,6 +1205,8 @@ class FlashMaskBwdSm90:
             thread_idx_x_here() - THREADS_PER_WG if const_expr(self.persistent) else tidx,
             self.item_coords(item, mdK) if const_expr(self.persistent) else coords,
         )
+        if const_expr(self.persistent and self.dkv_store == "tma"):
+            kv[0].consumer_release(kv[1])
         return q_state
 
     @cute.jit
@@ -1617,6 +1633,21 @@ class FlashMaskBwdSm90:
         rdK.store(acc_dK.load().to(self.dtype))
         rdV = cute.make_rmem_tensor(acc_dV.shape, self.dtype)
         rdV.store(acc_dV.load().to(self.dtype))
+        tile = (self.tile_n, self.head_dim)
+        if const_expr(self.dkv_store == "direct"):
+            # Each thread stores its values (pairs of adjacent columns) where its key row is
+            # inside the keys; no smem, no barrier.
+            thr = mma_dkv.get_slice(tidx)
+            tDcD = thr.partition_C(cute.make_identity_tensor(tile))
+            rows_left = mdK.shape[0] - n_block * self.tile_n
+            for r, m in ((rdK, mdK), (rdV, mdV)):
+                tDgD = thr.partition_C(
+                    cute.local_tile(m[None, None, head_kv, batch], tile, (n_block, 0))
+                )
+                for i in cutlass.range_constexpr(cute.size(r)):
+                    if tDcD[i][0] < rows_left:
+                        tDgD[i] = r[i]
+            return
         # Every consumer is done reading sK / sV (its last GEMMs waited for) before they are
         # overwritten.
         cute.arch.barrier(
@@ -1633,7 +1664,6 @@ class FlashMaskBwdSm90:
             barrier_id=int(NamedBarrierBwd.Epilogue), number_of_threads=self.num_mma_threads
         )
         if tidx < cute.arch.WARP_SIZE:
-            tile = (self.tile_n, self.head_dim)
             one = cute.make_layout(1)
             for atom, s, m in ((tma_atom_dK, sK, mdK), (tma_atom_dV, sV, mdV)):
                 g = cute.local_tile(m[None, None, head_kv, batch], tile, (n_block, 0))
