@@ -234,6 +234,8 @@ def test_bwd_rejects_unsupported_configs():
         FlashMaskBwdSm90(None, 256, False, 0, sdp_swapab=True)
     with pytest.raises(ValueError, match=r"tile_n 64 .* sdp_swapab and early_dv off"):
         FlashMaskBwdSm90(None, 128, False, 0, tile_n=64, early_dv=True)
+    with pytest.raises(ValueError, match=r"tile_n 64 .* needs head_dim >= 128, got 64"):
+        FlashMaskBwdSm90(None, 64, False, 0, tile_n=64)
     split = FlashMaskBwdSm90(None, 256, True, 2)
     assert (split.tile_n, split.num_stages, split.pds_stages) == (64, 1, 1)
     assert split.split_d and not split.sdp_swapab and not split.early_dv
@@ -672,12 +674,24 @@ def test_bwd_d256_bounds(sq, sk, causal, n, hm):
 @needs_cutlass
 @needs_sm90
 @pytest.mark.parametrize("sq,sk", SMOKE_SHAPES)
-@pytest.mark.parametrize("causal,n", MODES)
-def test_bwd_split_d_d128_bounds(sq, sk, causal, n):
+@pytest.mark.parametrize("causal,n", [(False, 0), (True, 0), *MODES])
+def test_bwd_split_d_d128(sq, sk, causal, n):
+    """tile_n 64 at head dim 128 (two P / dS buffers there, one at head dim 256)."""
     gen = torch.Generator().manual_seed(400 + sq + n)
     q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda()
+    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda() if n else None
     _run_and_check(q, k, v, dout, sri, causal, kernel_options=SPLIT_D)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("causal,n", MODES)
+def test_bwd_d256_mqa_fp16_bounds(causal, n):
+    gen = torch.Generator().manual_seed(450 + n)
+    q, k, v, dout = _inputs(1, 333, 517, 4, 1, 256, torch.float16, gen_seed=n)
+    sri = random_bounds(1, 1, 333, 517, n, gen, causal).cuda()
+    _run_and_check(q, k, v, dout, sri, causal)
 
 
 @pytest.mark.gpu
@@ -692,8 +706,9 @@ def test_bwd_split_d_fully_masked_rows_and_columns(head_dim, kernel_options):
 @needs_cutlass
 @needs_sm90
 @pytest.mark.parametrize("mode", ["causal", "bounds4", "bounds2_causal_gqa"])
-def test_bwd_d256_deterministic_bitwise(mode):
-    _check_deterministic_bitwise(mode, None, head_dim=256)
+@pytest.mark.parametrize("head_dim,kernel_options", [(256, None), (128, SPLIT_D)])
+def test_bwd_split_d_deterministic_bitwise(mode, head_dim, kernel_options):
+    _check_deterministic_bitwise(mode, kernel_options, head_dim=head_dim)
 
 
 # ---------------------------------------------------------------------------------------------

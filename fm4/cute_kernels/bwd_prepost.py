@@ -125,7 +125,9 @@ class FlashMaskBwdPostprocess:
         from fm4.cute_kernels.bwd_sm90 import TILE_CONFIG_BWD_SM90
 
         if head_dim not in TILE_CONFIG_BWD_SM90:
-            raise ValueError(f"head_dim {head_dim}: the sm90 backward takes 64 or 128")
+            raise ValueError(
+                f"head_dim {head_dim}: the sm90 backward takes {sorted(TILE_CONFIG_BWD_SM90)}"
+            )
         self.dtype = dtype
         self.head_dim = head_dim
         self.tile_m, self.tile_n, _ = TILE_CONFIG_BWD_SM90[head_dim]

@@ -1,7 +1,7 @@
 """fm4 backward attention kernel for Hopper (sm_90a), FlashMask column-bound masks (main kernel).
 
 Supported:
-    bf16 / fp16 q, k, v, out, dout in (b, s, h, d) layout (d contiguous); head dims 64 and 128;
+    bf16 / fp16 q, k, v, out, dout in (b, s, h, d) layout (d contiguous); head dims 64, 128, 256;
     GQA / MQA (h % h_kv == 0: one CTA loops over the query heads of its kv head, see
     Note [GQA in the CTA]); any seqlen_q, seqlen_k (symbolic); no mask, causal (bottom-right
     aligned), or FlashMask bounds [b, hm, s_k, n] (n in {1, 2, 4}, hm in {1, h_kv, h}) visited
@@ -104,8 +104,9 @@ Note [dK dV split]
     and ``sdp_swapab`` are off, and the PdS barrier is the only hand-off. Shared memory at
     d = 256 (Q, dO, K, V 32 KB each, P and dS 8 KB each, the dQ staging buffer 64 KB: 208 KB)
     leaves room for one Q / dO stage only, so the next m_block's loads wait for this one's
-    GEMMs: correct but not tuned (no performance target at d = 256). Any head dim takes
-    tile_n 64 (a tuning knob; the GPU tests run it at d = 128 too).
+    GEMMs: correct but not tuned (no performance target at d = 256). Head dim 128 takes tile_n
+    64 too (a tuning knob; the GPU tests run it there); head dim 64 does not (each warpgroup's
+    32 columns of d would start inside a 128-byte swizzle row of sQ / sdO).
 
 Note [Persistent backward]
     Why: a least-squares fit of the committed H100 run (8K, 11 masks, backward alone = fwd+bwd
@@ -390,6 +391,11 @@ class FlashMaskBwdSm90:
             raise ValueError(f"tile_m must be 64 (one wgmma atom of S), got {self.tile_m}")
         if self.tile_n not in (64, 64 * NUM_CONSUMER_WARPGROUPS):
             raise ValueError(f"tile_n must be 64 or 128, got {self.tile_n}")
+        if self.tile_n == 64 and head_dim < 128:
+            raise ValueError(
+                f"tile_n 64 (dK / dV split over d) needs head_dim >= 128, got {head_dim}: "
+                "use tile_n 128"
+            )
         if self.pds_stages not in (1, self.num_stages):
             raise ValueError(f"pds_stages must be 1 or num_stages, got {self.pds_stages}")
         # tile_n 64: the consumers split d of dK / dV (Note [dK dV split]); both warpgroups'
