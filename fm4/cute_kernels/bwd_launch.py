@@ -314,7 +314,9 @@ def attention_bwd_sm90(
         from fm4.cute_kernels.fwd_launch import sm_count
 
         counter = torch.zeros(1, dtype=torch.int32, device=dev)
-        grid = sm_count(dev) if max_ctas is None else int(max_ctas)
+        # At most one CTA per SM: every CTA runs from the start (deterministic mode relies on
+        # it, Note [Persistent backward]).
+        grid = sm_count(dev) if max_ctas is None else min(int(max_ctas), sm_count(dev))
     launch_on(
         dev,
         main,

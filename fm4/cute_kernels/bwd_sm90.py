@@ -128,7 +128,9 @@ Note [Persistent backward]
     With ``deterministic`` (Note [Deterministic dQ]) the dQ warp of item i waits only for items
     of lower index (lower n_blocks of the same kv head and batch). Items are claimed in index
     order and a CTA runs its items in the order it claimed them, so the lowest unfinished item
-    always runs and waits for nothing: no deadlock.
+    always runs and waits for nothing: no deadlock, provided every CTA of the grid is running
+    (items 0 .. grid - 1 belong to their CTAs from the start). The launcher therefore caps the
+    grid at one CTA per SM; an SM held by another kernel only delays the CTA waiting for it.
 
 Note [Deterministic dQ]
     Without ``deterministic``, the order in which the n_blocks that visit an m_block add their
@@ -699,10 +701,10 @@ class FlashMaskBwdSm90:
 
     @cute.jit
     def pop_item(self, queue: tuple, state: pipeline.PipelineState) -> tuple:
-        """Consumer side of the work-item queue: (item index, n_block, kv head, batch)."""
-        tile, n_block, head_kv, batch = pop_tile(queue[0], state, queue[1], 4)
-        state.advance()
-        return tile, n_block, head_kv, batch
+        """Consumer side of the work-item queue: (item index, n_block, kv head, batch). The
+        caller advances ``state`` itself, in its own loop body: the DSL carries a loop's
+        pipeline state only if the loop body calls ``advance`` (an advance in here was lost)."""
+        return pop_tile(queue[0], state, queue[1], 4)
 
     @cute.jit
     def block_range(
@@ -902,9 +904,11 @@ class FlashMaskBwdSm90:
                 pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
             )
             tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+            tile_state.advance()
             while tile < items[1]:
                 self.dq_store_item(*args, (n_block, head_kv, batch), group, lists)
                 tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+                tile_state.advance()
         else:
             self.dq_store_item(*args, items, group, lists)
         cute.arch.cp_async_bulk_wait_group(0, read=True)
@@ -1124,6 +1128,7 @@ class FlashMaskBwdSm90:
             # Only the item index stays live across the item (its coordinates are recomputed
             # for the epilogue: fewer registers next to dK / dV).
             tile = self.pop_item(items[3], tile_state)[0]
+            tile_state.advance()
             while tile < items[1]:
                 pipeline_kv.consumer_wait(kv_state)
                 acc_dK.fill(0.0)
@@ -1132,6 +1137,7 @@ class FlashMaskBwdSm90:
                 q_state = self.mma_item(tile, q_state, env, group, lists, kv)
                 kv_state.advance()
                 tile = self.pop_item(items[3], tile_state)[0]
+                tile_state.advance()
         else:
             self.mma_item(items, q_state, env, group, lists)
 
@@ -1425,10 +1431,12 @@ class FlashMaskBwdSm90:
                 pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
             )
             tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+            tile_state.advance()
             while tile < items[1]:
                 coords = (n_block, head_kv, batch, group)
                 state = self.stage_stats_item(gmem, stats, pipeline_q, coords, lists, state)
                 tile, n_block, head_kv, batch = self.pop_item(items[3], tile_state)
+                tile_state.advance()
         else:
             self.stage_stats_item(gmem, stats, pipeline_q, (*items, group), lists, state)
 
@@ -1669,7 +1677,10 @@ class FlashMaskBwdSm90:
         cute.arch.barrier(
             barrier_id=int(NamedBarrierBwd.Epilogue), number_of_threads=self.num_mma_threads
         )
-        if tidx < cute.arch.WARP_SIZE:
+        # One thread issues the TMA stores (a bulk copy is per thread: a whole warp issuing them
+        # stored dK / dV 32 times) and waits for them; with ``persistent`` its K / V release
+        # (lane 0 of each warp arrives) therefore follows the wait.
+        if tidx == 0:
             one = cute.make_layout(1)
             for atom, s, m in ((tma_atom_dK, sK, mdK), (tma_atom_dV, sV, mdV)):
                 g = cute.local_tile(m[None, None, head_kv, batch], tile, (n_block, 0))

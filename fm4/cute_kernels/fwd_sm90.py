@@ -889,7 +889,7 @@ class FlashMaskFwdSm90:
                     m_block, head, batch, head_m, n_partial, n_total = info
                     tile_state.advance()
             # The last O store must have read sO before the CTA exits.
-            if tidx % self.o_store_threads() < cute.arch.WARP_SIZE:
+            if tidx % self.o_store_threads() == 0:  # the thread that issued the stores
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
         else:
             info = self.tile_info(tile, sizes, lists)
@@ -1359,7 +1359,7 @@ class FlashMaskFwdSm90:
         rO = cute.make_rmem_tensor(acc_O.shape, self.dtype)
         rO.store(acc_O.load().to(self.dtype))
         # Threads that stage and store one O box: all consumers ("cta") or one warpgroup ("wg");
-        # the first warp of each group issues its TMA store.
+        # the first thread of each group issues its TMA store.
         n_store = self.o_store_threads()
         sO_mn = sO  # (tile_m, d) view of the staging buffer
         bar_id = int(NamedBarrierFwd.Epilogue)
@@ -1369,7 +1369,7 @@ class FlashMaskFwdSm90:
             bar_id = int(NamedBarrierFwd.EpilogueWG1) + wg
         if const_expr(self.persistent):  # noqa: SIM102 (trace-time + run-time condition)
             # The last tile's O store must have read sO before it is overwritten.
-            if tidx % n_store < cute.arch.WARP_SIZE:
+            if tidx % n_store == 0:  # the thread that issued it
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
         # One CTA per tile: every consumer must be done reading sQ (its last Q K^T) before O
         # overwrites it. Persistent: sO is its own buffer; the barrier makes the wait above
@@ -1393,7 +1393,9 @@ class FlashMaskFwdSm90:
 
         cute.arch.fence_view_async_shared()
         cute.arch.barrier(barrier_id=bar_id, number_of_threads=n_store)
-        if tidx % n_store < cute.arch.WARP_SIZE:
+        # One thread issues the TMA store (a bulk copy is per thread: a whole warp issuing it
+        # stored O 32 times).
+        if tidx % n_store == 0:
             o_rows = n_store // THREADS_PER_WG * 64
             box = m_block
             sO_box = sO
