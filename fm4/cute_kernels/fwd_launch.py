@@ -25,9 +25,10 @@ SUPPORTED_HEAD_DIMS = (64, 128, 256)
 #: per tile, and ``python -m bench.fwd_perf --warm-cache`` compiles them.
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
-    "o_store_wg": {"o_store": "wg"},
-    "tile_overlap": {"tile_overlap": True},
-    "tile_overlap_wg": {"tile_overlap": True, "o_store": "wg"},
+    # the persistent kernel of session 6 (before tile_overlap and the per-warpgroup O store)
+    "no_overlap_cta": {"tile_overlap": False, "o_store": "cta"},
+    "no_overlap_wg": {"tile_overlap": False, "o_store": "wg"},
+    "overlap_cta": {"tile_overlap": True, "o_store": "cta"},
     "first_guard": {"first_guard": True},
 }
 
