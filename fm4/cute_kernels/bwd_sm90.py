@@ -9,8 +9,8 @@ Supported:
     Head dim 256: tile 64 x 64, one Q / dO stage, the two consumer warpgroups split d for
     dK / dV (Note [dK dV split]).
 Not supported (yet): head_dim_v != head_dim, varlen, dropout, softcap, score modifiers, fp8.
-    The persistent scheduler (knob ``persistent``, Note [Persistent backward]) is written and
-    compiles but has not run on a GPU: off by default.
+    The persistent scheduler (knob ``persistent``, Note [Persistent backward]) is correct on
+    the GPU but not faster: off by default.
 
 Structure (FA3 design; one CTA per (n_block, kv head, batch), 384 threads):
     warpgroup 0, warp 0      producer: TMA loads of K and V once, then Q and dO per m_block
@@ -125,6 +125,13 @@ Note [Persistent backward]
     release K / V. Hidden that way: the CTA launch and exit, the first Q / dO and lse / Delta
     loads of the next item, the dQ warp's and the stats warp's start. Not hidden: the K / V
     load latency after the epilogue (no smem for a second K / V buffer at d = 128).
+    Measured (H100, 8K, B = 16, H = 32, backward kernels alone, three interleaved rounds,
+    session 8), default / persistent / persistent with ``dkv_store="direct"``, ms:
+    sliding_window 10.46 / 10.53 / 11.27, share_question 13.27 / 15.92 / 15.88,
+    causal_document 15.02 / 15.80 / 16.08, document 23.53 / 23.60 / 26.18, causal
+    39.80 / 41.33 / 41.93, full 74.00 / 73.76 / 75.20. No gain anywhere: the ~21 us per CTA of
+    the fit is not the CTA launch, exit or first loads. Both knobs stay off (GPU-tested:
+    dK / dV bitwise equal to the default, deterministic mode bitwise, 24 tests).
     With ``deterministic`` (Note [Deterministic dQ]) the dQ warp of item i waits only for items
     of lower index (lower n_blocks of the same kv head and batch). Items are claimed in index
     order and a CTA runs its items in the order it claimed them, so the lowest unfinished item
@@ -205,11 +212,12 @@ SDP_SWAPAB: dict[int, bool] = {0: True, 1: True, 2: True, 4: True}
 # dK, dV at tile_n 64: Note [dK dV split]).
 NUM_CONSUMER_WARPGROUPS = 2
 # One CTA per SM looping over (n_block, kv head, batch) work items taken from a global counter
-# (Note [Persistent backward]). EXPERIMENTAL (not run on a GPU yet), so off.
+# (Note [Persistent backward]). Correct, not faster (H100, session 8): off.
 PERSISTENT_BWD = False
 # How dK / dV leave the CTA: "tma" (through sK / sV, one TMA store each) or "direct" (each
 # thread stores its accumulator values to global memory: no smem, no barrier; with
-# ``persistent`` the next item's K / V then load during the epilogue). "direct" EXPERIMENTAL.
+# ``persistent`` the next item's K / V then load during the epilogue). "direct": correct, not
+# faster (H100, session 8).
 DKV_STORE = "tma"
 REGS_PRODUCER = 24  # setmaxnreg for the producer warpgroup (TMA warp, dQ warp)
 REGS_CONSUMER = 240  # setmaxnreg for each consumer warpgroup
