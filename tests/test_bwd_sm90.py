@@ -319,8 +319,10 @@ def _run_and_check(q, k, v, dout, sri, causal, *, dlse=None, kernel_options=None
 @pytest.mark.parametrize("sq,sk", SHAPES)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_bwd_dense(sq, sk, causal, dtype):
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, dtype)
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_bwd_dense(sq, sk, causal, dtype, head_dim):
+    """Head dim 256: tile 64 x 64, dK / dV split over d (Note [dK dV split])."""
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, head_dim, dtype)
     _run_and_check(q, k, v, dout, None, causal)
 
 
@@ -340,10 +342,11 @@ def test_bwd_dense_d64(sq, sk, causal):
 @pytest.mark.parametrize("sq,sk", SHAPES)
 @pytest.mark.parametrize("causal,n", MODES)
 @pytest.mark.parametrize("hm", [1, 2, 4])
-def test_bwd_bounds(sq, sk, causal, n, hm):
-    """Random bounds (fuzz), Hm in {1, Hkv, H}, GQA 4:2."""
-    gen = torch.Generator().manual_seed(sq * 7 + sk + n + hm)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_bwd_bounds(sq, sk, causal, n, hm, head_dim):
+    """Random bounds (fuzz), Hm in {1, Hkv, H}, GQA 4:2; head dim 256: Note [dK dV split]."""
+    gen = torch.Generator().manual_seed(head_dim + sq * 7 + sk + n + hm)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, head_dim, torch.bfloat16, gen_seed=n)
     sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
     _run_and_check(q, k, v, dout, sri, causal)
 
@@ -639,35 +642,11 @@ def test_bwd_perf_variants_are_kernel_knobs():
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU: head dim 256 and the dK / dV split over d (tile_n 64, Note [dK dV split]); the split is
-# also run at head dim 128, where the tuning table does not pick it
+# GPU: more of head dim 256 and the dK / dV split over d (tile_n 64, Note [dK dV split]; dense
+# and bounds at 256 are in test_bwd_dense / test_bwd_bounds); the split is also run at head dim
+# 128, where the tuning table does not pick it
 # ---------------------------------------------------------------------------------------------
 SPLIT_D = {"tile_n": 64}
-
-
-@pytest.mark.gpu
-@needs_cutlass
-@needs_sm90
-@pytest.mark.parametrize("sq,sk", SHAPES)
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_bwd_d256_dense(sq, sk, causal, dtype):
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 256, dtype)
-    _run_and_check(q, k, v, dout, None, causal)
-
-
-@pytest.mark.gpu
-@needs_cutlass
-@needs_sm90
-@pytest.mark.parametrize("sq,sk", SHAPES)
-@pytest.mark.parametrize("causal,n", MODES)
-@pytest.mark.parametrize("hm", [1, 4])
-def test_bwd_d256_bounds(sq, sk, causal, n, hm):
-    """Random bounds (fuzz), Hm in {1, H}, GQA 4:2."""
-    gen = torch.Generator().manual_seed(300 + sq * 7 + sk + n + hm)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 256, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
-    _run_and_check(q, k, v, dout, sri, causal)
 
 
 @pytest.mark.gpu
