@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 
 from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.flops import mask_work
     from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
     from bench.suite import Case
-    from bench.timing import rotation, time_cuda
+    from bench.timing import interleaved_medians, time_cuda
     from fm4.cute_kernels.fwd_launch import persistent_args, tile_shape
     from fm4.masks.registry import MASKS
     from fm4.masks.tiles import build_tile_lists
@@ -305,12 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = run
         # Rounds: every variant timed once per round, in a rotated order (drift and order
         # effects spread over the variants); the reported time is the median over rounds.
-        per_round: dict[str, list[float]] = {name: [] for name in variants}
-        for rnd in range(args.rounds):
-            for name in rotation(variants, rnd):
-                per_round[name].append(timed(runs[name]))
-        for name in variants:
-            row[name] = statistics.median(per_round[name])
+        row.update(interleaved_medians(runs, args.rounds, timed))
         peer_impls = [(Fa4Dense, "fa4_dense"), (Fa4MaskMod, "fa4_mask_mod")]
         for impl_cls, label in [p for p in peer_impls if p[1] in peers]:
             impl = impl_cls(dev)

@@ -37,8 +37,8 @@ the cost of a tile from the cost of an n_block (K / V loads, dK / dV epilogue, C
 from __future__ import annotations
 
 import argparse
+import functools
 import math
-import statistics
 import sys
 import time
 
@@ -134,6 +134,30 @@ def load_objects(folders: list[str], modes: set) -> tuple[list[str], dict]:
     return names, fns
 
 
+def median_ms(fn, reps: int) -> float:
+    """CUDA-event median of ``reps`` calls of ``fn`` after two warm-up calls."""
+    from bench.timing import time_cuda
+
+    return time_cuda(fn, warmup=2, min_reps=reps, max_reps=reps).median_ms
+
+
+def print_header(rows_label: str, variants: list[str]) -> None:
+    """The markdown header of the per-mask table: counts, then ms and us/tile per variant."""
+    cells = " | ".join(f"{name} ms | {name} us/tile" for name in variants)
+    print(f"| mask | causal | n | tiles/head | partial/head | {rows_label} | {cells} |")
+    print("|---|---|---|---|---|---|" + "---|---|" * len(variants))
+
+
+def print_row(counts: tuple, medians: dict[str, float], tiles_per_sm: float) -> None:
+    """One table row: mask, causal, n, the three per-head counts, then each variant's median ms
+    and us per tile (ms over the visited tiles of all heads per SM)."""
+    m, causal, nb, visited, partial, rows = counts
+    line = f"| {m} | {causal} | {nb} | {visited:.0f} | {partial:.0f} | {rows:.0f} |"
+    for ms in medians.values():
+        line += f" {ms:.3f} | {ms * 1e3 / tiles_per_sm:.3f} |"
+    print(line, flush=True)
+
+
 def dense_bwd_tiles(causal: bool, seqlen: int, tile_m: int, tile_n: int) -> tuple[int, int, int]:
     """(visited, partial, n_blocks with work) per head of the backward without bounds (seqlen a
     multiple of both tiles, tile_n a multiple of tile_m): causal n_block j sees the m_blocks
@@ -150,7 +174,7 @@ def run_bwd(masks: list[str], rounds: int, reps: int, variants: list[str]) -> in
     import torch
 
     from bench.bwd_perf import VARIANTS
-    from bench.timing import rotation, time_cuda
+    from bench.timing import interleaved_medians
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90, tile_shape_bwd
     from fm4.cute_kernels.fwd_launch import attention_fwd_sm90, sm_count
     from fm4.masks.tiles import build_tile_lists
@@ -163,9 +187,7 @@ def run_bwd(masks: list[str], rounds: int, reps: int, variants: list[str]) -> in
     tile_m, tile_n = tile_shape_bwd(D)
     sms = sm_count(dev)
     print(f"\nbackward, S={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, {sms} SMs")
-    cells = " | ".join(f"{name} ms | {name} us/tile" for name in variants)
-    print(f"| mask | causal | n | tiles/head | partial/head | n_blocks/head | {cells} |")
-    print("|---|---|---|---|---|---|" + "---|---|" * len(variants))
+    print_header("n_blocks/head", variants)
     for m in masks:
         causal, sri = mask_case(m, dev)
         out, lse = attention_fwd_sm90(q, k, v, sri, causal)
@@ -201,17 +223,8 @@ def run_bwd(masks: list[str], rounds: int, reps: int, variants: list[str]) -> in
                 err = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
                 print(f"  {m} {name}: max |grad - {variants[0]}| = {err:.3g}", file=sys.stderr)
             runs[name] = run
-        per = {name: [] for name in variants}
-        for rnd in range(max(rounds, 1)):
-            for name in rotation(variants, rnd):
-                per[name].append(
-                    time_cuda(runs[name], warmup=2, min_reps=reps, max_reps=reps).median_ms
-                )
-        line = f"| {m} | {int(causal)} | {nb} | {visited:.0f} | {partial:.0f} | {cols:.0f} |"
-        for name in variants:
-            ms = statistics.median(per[name])
-            line += f" {ms:.3f} | {ms * 1e3 / (visited * B * H / sms):.3f} |"
-        print(line, flush=True)
+        med = interleaved_medians(runs, rounds, functools.partial(median_ms, reps=reps))
+        print_row((m, int(causal), nb, visited, partial, cols), med, visited * B * H / sms)
         del first, out, lse
     return 0
 
@@ -243,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.fwd_perf import VARIANTS, compile_all
-    from bench.timing import rotation, time_cuda
+    from bench.timing import interleaved_medians
     from fm4.cute_kernels.fwd_launch import persistent_args, sm_count
     from fm4.masks.tiles import build_tile_lists
 
@@ -266,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = 1 / math.sqrt(D)
     sms = sm_count(dev)
     print(f"\nS={S} B={B} H={H} D={D} bf16, {torch.cuda.get_device_name()}, {sms} SMs")
-    cells = " | ".join(f"{name} ms | {name} us/tile" for name in variants)
-    print(f"| mask | causal | n | tiles/head | partial/head | m_blocks/head | {cells} |")
-    print("|---|---|---|---|---|---|" + "---|---|" * len(variants))
+    print_header("m_blocks/head", variants)
     for m in masks:
         causal, sri = cases[m]
         nb = 0 if sri is None else sri.shape[-1]
@@ -306,17 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                 err = (out.float() - ref.float()).abs().max().item()
                 print(f"  {m} {name}: max |out - {variants[0]}| = {err:.3g}", file=sys.stderr)
             runs[name] = run
-        per = {name: [] for name in variants}
-        for rnd in range(args.rounds):
-            for name in rotation(variants, rnd):
-                t = time_cuda(runs[name], warmup=2, min_reps=args.reps, max_reps=args.reps)
-                per[name].append(t.median_ms)
-        vals = []
-        for name in variants:
-            ms = statistics.median(per[name])
-            vals.append(f"{ms:.3f} | {ms * 1e3 / (visited * B * H / sms):.3f}")
-        line = f"| {m} | {int(causal)} | {nb} | {visited:.0f} | {partial:.0f} | {rows:.0f} | "
-        print(line + " | ".join(vals) + " |", flush=True)
+        med = interleaved_medians(runs, args.rounds, functools.partial(median_ms, reps=args.reps))
+        print_row((m, int(causal), nb, visited, partial, rows), med, visited * B * H / sms)
     return 0
 
 

@@ -43,6 +43,19 @@ def rotation(items: list, rnd: int) -> list:
     return items[k:] + items[:k]
 
 
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], rounds: int, time_one: Callable[[Callable], float]
+) -> dict[str, float]:
+    """Median over ``rounds`` interleaved rounds (order rotated, :func:`rotation`) of
+    ``time_one(run)`` for every run of ``runs`` (name -> callable)."""
+    names = list(runs)
+    per: dict[str, list[float]] = {name: [] for name in names}
+    for rnd in range(max(rounds, 1)):
+        for name in rotation(names, rnd):
+            per[name].append(time_one(runs[name]))
+    return {name: statistics.median(per[name]) for name in names}
+
+
 def reps_for(estimate_ms: float, *, min_reps: int, max_reps: int, target_ms: float) -> int:
     """Iterations to run for a call of ``estimate_ms``: about ``target_ms`` in total, clamped."""
     if not estimate_ms or estimate_ms <= 0:

@@ -59,15 +59,15 @@ def bwd_persistent(kernel_options: dict[str, Any], max_ctas: int | None = None) 
     backward] in ``bwd_sm90.py``); ``max_ctas`` (its grid size) must be positive and is an
     error for a kernel with one CTA per work item."""
     from fm4.cute_kernels.bwd_sm90 import PERSISTENT_BWD
+    from fm4.cute_kernels.compile_utils import check_max_ctas
 
     persistent = bool(kernel_options.get("persistent", PERSISTENT_BWD))
-    if max_ctas is not None and not persistent:
-        raise ValueError(
-            f"max_ctas={max_ctas} applies to the persistent backward only (kernel_options "
-            f"{kernel_options}): drop max_ctas or pass kernel_options={{'persistent': True}}"
-        )
-    if max_ctas is not None and max_ctas < 1:
-        raise ValueError(f"max_ctas must be >= 1, got {max_ctas}")
+    check_max_ctas(
+        max_ctas,
+        persistent,
+        f"backward only (kernel_options {kernel_options}): drop max_ctas or pass "
+        "kernel_options={'persistent': True}",
+    )
     return persistent
 
 

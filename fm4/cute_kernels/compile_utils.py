@@ -93,6 +93,18 @@ def compile_key(key: tuple, knobs: dict[str, Any] | None = None) -> tuple:
     return (*key, tuple(sorted(knobs.items()))) if knobs else key
 
 
+def check_max_ctas(max_ctas: int | None, persistent: bool, which: str) -> None:
+    """A launcher's ``max_ctas`` (the persistent grid size, tests only): positive, and only for
+    a persistent kernel; ``which`` ends the error message for one that is not ("kernel only;
+    ... drop max_ctas")."""
+    if max_ctas is None:
+        return
+    if not persistent:
+        raise ValueError(f"max_ctas={max_ctas} applies to the persistent {which}")
+    if max_ctas < 1:
+        raise ValueError(f"max_ctas must be >= 1, got {max_ctas}")
+
+
 def launch_on(device: torch.device, fn: Callable[..., Any], *args: Any) -> None:
     """``fn(*args)`` with ``device`` current (TVM FFI then takes that device's current stream).
 

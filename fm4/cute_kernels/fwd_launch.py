@@ -181,16 +181,16 @@ def persistent_args(
 
 def check_max_ctas(max_ctas: int, head_dim: int, knobs: dict[str, Any]) -> None:
     """``attention_fwd_sm90``'s ``max_ctas``: a positive grid size, for a persistent kernel."""
+    from fm4.cute_kernels.compile_utils import check_max_ctas as check
     from fm4.cute_kernels.fwd_sm90 import persistent_default
 
     persistent = knobs.get("persistent")
-    if not (persistent_default(head_dim) if persistent is None else persistent):
-        raise ValueError(
-            f"max_ctas={max_ctas} applies to the persistent kernel only; head dim {head_dim} "
-            f"with kernel_options {knobs} runs one CTA per tile: drop max_ctas"
-        )
-    if max_ctas < 1:
-        raise ValueError(f"max_ctas must be >= 1, got {max_ctas}")
+    check(
+        max_ctas,
+        persistent_default(head_dim) if persistent is None else persistent,
+        f"kernel only; head dim {head_dim} with kernel_options {knobs} runs one CTA per tile: "
+        "drop max_ctas",
+    )
 
 
 def sm_count(device: torch.device) -> int:
