@@ -19,7 +19,7 @@ import argparse
 import math
 import sys
 
-from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
+from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS, PERSISTENT_KNOBS
 
 # name -> FlashMaskFwdSm90 keyword arguments
 _V2_SPLIT = {"mask_impl": "v2", "mask_at": "split", "mask_guard": True}
@@ -28,6 +28,7 @@ VARIANTS: dict[str, dict] = {
     "default": {},  # the tuning table's choices
     # one CTA per tile instead of a persistent CTA per SM (the default up to session 2)
     "single_tile": {"persistent": False},
+    "persistent": PERSISTENT_KNOBS,
     # persistent, next tile claimed after the current tile's loads / a static stride
     "claim_late": {"claim": "late"},
     "claim_static": {"claim": "static"},
@@ -119,9 +120,10 @@ def _warm_one(job: tuple) -> tuple:
     """Worker: compile one launcher configuration ``(key, knobs)`` into the disk cache
     (``FM4_CACHE_DIR``), under the key ``attention_fwd_sm90`` looks up."""
     from fm4.cute_kernels.compile_utils import compile_key, get_or_compile
-    from fm4.cute_kernels.fwd_launch import _compile_fwd
+    from fm4.cute_kernels.fwd_launch import _compile_fwd, fwd_knobs
 
     key, knobs = job
+    knobs = fwd_knobs(key[1], key[2], key[3], knobs)
     get_or_compile(
         {}, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
     )
@@ -162,6 +164,8 @@ def warm_cache(jobs: int, bf16_d128_only: bool = False) -> int:
         for knobs in FWD_TEST_KNOBS.values()
         for causal, nb in KERNEL_MODES
     ]
+    # the persistent kernel where the default is one CTA per tile (the GPU tests run it)
+    keys += [(("BFloat16", 128, False, 0), PERSISTENT_KNOBS)]
     if bf16_d128_only:
         keys = [(key, kn) for key, kn in keys if key[:2] == ("BFloat16", 128) and not kn]
     return warm_in_processes(_warm_one, keys, jobs, "forward")
@@ -289,10 +293,11 @@ def main(argv: list[str] | None = None) -> int:
             old = name.startswith("obj:")
             pers = None if old else VARIANTS[name].get("persistent")
             extra = (scale, *mask_args)
+            mode = (causal, nb)
 
-            def run(fn=fn, out=out, lse=lse, qkv=(q, k, v), extra=extra, p=pers, o=old):
+            def run(fn=fn, out=out, lse=lse, qkv=(q, k, v), extra=extra, p=pers, o=old, m=mode):
                 # A persistent kernel's tile counter is zeroed for every launch (a memset).
-                fn(*qkv, out, lse, *extra, *(() if o else persistent_args(D, dev, p)))
+                fn(*qkv, out, lse, *extra, *(() if o else persistent_args(D, *m, dev, p)))
 
             run()
             torch.cuda.synchronize()
@@ -302,9 +307,6 @@ def main(argv: list[str] | None = None) -> int:
                 err = (out.float() - out_ref.float()).abs().max().item()
                 row[f"{name}_maxdiff"] = err
             runs[name] = run
-        # Rounds: every variant timed once per round, in a rotated order (drift and order
-        # effects spread over the variants); the reported time is the median over rounds.
-        row.update(interleaved_medians(runs, args.rounds, timed))
         peer_impls = [(Fa4Dense, "fa4_dense"), (Fa4MaskMod, "fa4_mask_mod")]
         for impl_cls, label in [p for p in peer_impls if p[1] in peers]:
             impl = impl_cls(dev)
@@ -315,10 +317,18 @@ def main(argv: list[str] | None = None) -> int:
                     fn = impl.prepare(inp)
                     with torch.no_grad():
                         fn()
-                        row[label] = timed(fn)
+
+                    def run_peer(fn=fn):
+                        with torch.no_grad():
+                            fn()
+
+                    runs[label] = run_peer
                 except Exception as e:  # report and go on
                     row[label] = float("nan")
                     print(f"{label} {mask}: {type(e).__name__}: {e}"[:300], file=sys.stderr)
+        # Rounds: every variant and peer timed once per round, in a rotated order (drift and
+        # order effects spread over them); the reported time is the median over rounds.
+        row.update(interleaved_medians(runs, args.rounds, timed))
         row["gflop"] = flops / 1e9
         rows.append(row)
         del inp, q, k, v

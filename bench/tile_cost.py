@@ -303,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             lse = torch.empty(B, H, S, device=dev)
             pers = VARIANTS.get(name, {}).get("persistent")
 
-            def run(fn=fn, out=out, lse=lse, p=pers, extra=tuple(mask_args)):
-                fn(q, k, v, out, lse, scale, *extra, *persistent_args(D, dev, p))
+            def run(fn=fn, out=out, lse=lse, p=pers, extra=tuple(mask_args), c=causal, n=nb):
+                fn(q, k, v, out, lse, scale, *extra, *persistent_args(D, c, n, dev, p))
 
             run()
             torch.cuda.synchronize()

@@ -6,7 +6,8 @@ With ``--bwd`` each case also runs the backward (the CuTe DSL backward kernels).
 ``--many-tiles`` the forward gets more tiles than an H100 has SMs (2 x 16 heads x 8 m_blocks),
 so each CTA of the persistent forward runs several tiles. ``--fwd-knobs JSON`` runs the forward
 kernel alone with those `FlashMaskFwdSm90` options (e.g. ``'{"tile_overlap": true}'``; no
-backward); ``--grid N`` with it caps the persistent grid at N CTAs (many tiles per CTA).
+backward), persistent in every mode (the full mask too) unless they say ``"persistent": false``;
+``--grid N`` with it caps the persistent grid at N CTAs (many tiles per CTA).
 ``--head-dim D`` (default 128) picks the head dim, e.g. 256 for the backward whose consumers
 split d of dK / dV (Note [dK dV split] in ``bwd_sm90.py``). ``--bwd-knobs JSON`` runs the
 backward kernels alone (reference forward) with those `FlashMaskBwdSm90` options, e.g.
@@ -40,7 +41,7 @@ def main() -> None:
     if "--grid" in sys.argv:
         grid = int(sys.argv[sys.argv.index("--grid") + 1])
     if "--fwd-knobs" in sys.argv:
-        knobs = json.loads(sys.argv[sys.argv.index("--fwd-knobs") + 1])
+        knobs = {"persistent": True, **json.loads(sys.argv[sys.argv.index("--fwd-knobs") + 1])}
         if bwd:
             raise SystemExit("--fwd-knobs runs the forward kernel alone: drop --bwd")
     bwd_knobs = None

@@ -18,7 +18,7 @@ import textwrap
 import pytest
 import torch
 
-from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
+from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS, PERSISTENT_KNOBS
 from tests.helpers import MODES, needs_cutlass, needs_sm90, random_bounds
 
 SHAPES = [(1, 1), (113, 203), (1023, 1024), (256, 256), (384, 200)]
@@ -92,13 +92,37 @@ def test_max_ctas_needs_a_persistent_kernel():
     per tile (head dim 256, or ``persistent=False``) it is an error, not silently ignored."""
     from fm4.cute_kernels.fwd_launch import check_max_ctas
 
-    check_max_ctas(4, 128, {})
+    check_max_ctas(4, 128, True, 0, {})
+    check_max_ctas(4, 128, False, 2, {})
+    check_max_ctas(4, 128, False, 0, {"persistent": True})
     with pytest.raises(ValueError, match="max_ctas=4 applies to the persistent kernel only"):
-        check_max_ctas(4, 256, {})
-    with pytest.raises(ValueError, match="head dim 128 with kernel_options"):
-        check_max_ctas(4, 128, {"persistent": False})
+        check_max_ctas(4, 256, True, 1, {})
+    with pytest.raises(ValueError, match="head dim 128, causal=True, 1 bounds with kernel_opt"):
+        check_max_ctas(4, 128, True, 1, {"persistent": False})
+    # the full mask (no bounds, not causal) runs one CTA per tile by default
+    with pytest.raises(ValueError, match="head dim 128, causal=False, 0 bounds with kernel_opt"):
+        check_max_ctas(4, 128, False, 0, {})
     with pytest.raises(ValueError, match="max_ctas must be >= 1, got 0"):
-        check_max_ctas(0, 128, {})
+        check_max_ctas(0, 128, True, 0, {})
+
+
+@needs_cutlass
+def test_persistent_default_and_compile_key_knobs():
+    """The full mask runs one CTA per tile by default, every other mode (D <= 128) the persistent
+    kernel; ``{"persistent": <the default>}`` shares the default kernel's compile key."""
+    from fm4.cute_kernels.fwd_launch import fwd_knobs, is_persistent
+
+    assert not is_persistent(128, False, 0, None)
+    assert is_persistent(128, False, 0, True)
+    assert all(is_persistent(d, c, n, None) for d in (64, 128) for c, n in [*MODES, (True, 0)])
+    assert not is_persistent(256, True, 1, None)
+    assert fwd_knobs(128, True, 0, {"persistent": True}) == {}
+    assert fwd_knobs(128, False, 0, {"persistent": False}) == {}
+    assert fwd_knobs(128, False, 0, {"persistent": True}) == {"persistent": True}
+    assert fwd_knobs(128, True, 2, {"persistent": False, "claim": "late"}) == {
+        "persistent": False,
+        "claim": "late",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,18 +253,20 @@ def test_fwd_writes_every_element():
     _check(q, k, v, None, False, out, lse)
 
 
-# The persistent kernel's knob sets: the default and the experimental ones.
-PERSISTENT_KNOBS = ["default", *(k for k in FWD_TEST_KNOBS if k != "single_tile")]
+# The persistent kernel's knob sets: the default one ("persistent": the default kernel, except
+# for the full mask, whose default is one CTA per tile) and the experimental ones.
+PERSISTENT_SETS = ["persistent", *(k for k in FWD_TEST_KNOBS if k != "single_tile")]
 
 
 @pytest.mark.gpu
 @needs_sm90
-@pytest.mark.parametrize("knobs", PERSISTENT_KNOBS)
+@pytest.mark.parametrize("knobs", PERSISTENT_SETS)
 @pytest.mark.parametrize("causal,n", [(True, 0), (False, 0), *MODES])
 @pytest.mark.parametrize("S,grid", [(1500, None), (1050, 4)])
 def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs, S, grid):
-    """The persistent kernel (default for D <= 128), and its variants (``FWD_TEST_KNOBS``),
-    give bitwise the same out / lse as one CTA per tile, on a grid with several tiles per SM
+    """The persistent kernel (default for D <= 128 but the full mask), and its variants
+    (``FWD_TEST_KNOBS``), give bitwise the same out / lse as one CTA per tile, on a grid with
+    several tiles per SM
     (``grid`` 4: ~40 tiles per CTA, so Q stages are reused and tile changes chain), empty tiles
     included, over repeated calls (the tile counter is fresh for every launch). S = 1050: the
     last m_block's 26 rows leave the second warpgroup's 64 rows wholly past the end."""
@@ -264,7 +290,7 @@ def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs, S, grid):
     single = FWD_TEST_KNOBS["single_tile"]
     out1, lse1 = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=single)
     for _ in range(3):
-        opts = FWD_TEST_KNOBS.get(knobs)
+        opts = FWD_TEST_KNOBS.get(knobs, PERSISTENT_KNOBS)
         out, lse = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=opts, max_ctas=grid)
         assert torch.equal(out, out1)
         assert torch.equal(lse, lse1)

@@ -26,11 +26,15 @@ SUPPORTED_HEAD_DIMS = (64, 128, 256)
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
     # the persistent kernel of session 6 (before tile_overlap and the per-warpgroup O store)
-    "no_overlap_cta": {"tile_overlap": False, "o_store": "cta"},
-    "no_overlap_wg": {"tile_overlap": False, "o_store": "wg"},
-    "overlap_cta": {"tile_overlap": True, "o_store": "cta"},
-    "first_guard": {"first_guard": True},
+    "no_overlap_cta": {"persistent": True, "tile_overlap": False, "o_store": "cta"},
+    "no_overlap_wg": {"persistent": True, "tile_overlap": False, "o_store": "wg"},
+    "overlap_cta": {"persistent": True, "tile_overlap": True, "o_store": "cta"},
+    "first_guard": {"persistent": True, "first_guard": True},
 }
+#: The persistent kernel with the other knobs at their defaults (the default kernel except for
+#: the full mask, which runs one CTA per tile by default; `fwd_knobs` drops the knob where it is
+#: the default, so both spellings share a compile key).
+PERSISTENT_KNOBS: dict[str, Any] = {"persistent": True}
 
 
 def tile_shape(head_dim: int) -> tuple[int, int]:
@@ -166,30 +170,58 @@ def _sm_count(index: int) -> int:
 
 
 def persistent_args(
-    head_dim: int, device: torch.device, persistent: bool | None = None
+    head_dim: int,
+    causal: bool,
+    n_bounds: int,
+    device: torch.device,
+    persistent: bool | None = None,
 ) -> tuple[int, torch.Tensor | None]:
     """The kernel's last two arguments: the grid size of a persistent kernel (the SM count)
     and its tile counter (zeroed: make new ones for every launch), or (0, None) for one CTA
     per tile.
-    ``persistent`` None: the kernel's default for this head dim."""
-    from fm4.cute_kernels.fwd_sm90 import persistent_default
-
-    if not (persistent_default(head_dim) if persistent is None else persistent):
+    ``persistent`` None: the kernel's default for this head dim and mask mode
+    (``fwd_sm90.persistent_default``)."""
+    if not is_persistent(head_dim, causal, n_bounds, persistent):
         return 0, None
     return sm_count(device), torch.zeros(1, dtype=torch.int32, device=device)
 
 
-def check_max_ctas(max_ctas: int, head_dim: int, knobs: dict[str, Any]) -> None:
-    """``attention_fwd_sm90``'s ``max_ctas``: a positive grid size, for a persistent kernel."""
-    from fm4.cute_kernels.compile_utils import check_max_ctas as check
+def is_persistent(head_dim: int, causal: bool, n_bounds: int, persistent: bool | None) -> bool:
+    """Whether the forward kernel of this configuration is persistent (``persistent``: the
+    ``kernel_options`` knob; None: ``fwd_sm90.persistent_default``)."""
     from fm4.cute_kernels.fwd_sm90 import persistent_default
 
-    persistent = knobs.get("persistent")
+    if persistent is None:
+        return persistent_default(head_dim, causal, n_bounds)
+    return bool(persistent)
+
+
+def fwd_knobs(
+    head_dim: int, causal: bool, n_bounds: int, knobs: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``kernel_options`` as the compile cache keys them: ``persistent`` dropped where it is
+    this configuration's default (``{"persistent": True}`` on a causal mask is the default
+    kernel, not a second compile)."""
+    knobs = dict(knobs or {})
+    if "persistent" in knobs and knobs["persistent"] == is_persistent(
+        head_dim, causal, n_bounds, None
+    ):
+        del knobs["persistent"]
+    return knobs
+
+
+def check_max_ctas(
+    max_ctas: int, head_dim: int, causal: bool, n_bounds: int, knobs: dict[str, Any]
+) -> None:
+    """``attention_fwd_sm90``'s ``max_ctas``: a positive grid size, for a persistent kernel."""
+    from fm4.cute_kernels.compile_utils import check_max_ctas as check
+
     check(
         max_ctas,
-        persistent_default(head_dim) if persistent is None else persistent,
-        f"kernel only; head dim {head_dim} with kernel_options {knobs} runs one CTA per tile: "
-        "drop max_ctas",
+        is_persistent(head_dim, causal, n_bounds, knobs.get("persistent")),
+        f"kernel only; head dim {head_dim}, causal={causal}, {n_bounds} bounds with "
+        f"kernel_options {knobs} runs one CTA per tile (the full mask and head dim 256 do by "
+        "default): drop max_ctas, or pass kernel_options={'persistent': True} (head dim <= 128)",
     )
 
 
@@ -222,9 +254,10 @@ def attention_fwd_sm90(
     if not ok:
         raise ValueError(f"attention_fwd_sm90 cannot run these inputs: {reason}")
     B, Sq, H, D = q.shape
-    knobs = dict(kernel_options or {})
+    n_bounds = 0 if startend_row_indices is None else startend_row_indices.shape[-1]
+    knobs = fwd_knobs(D, bool(causal), n_bounds, kernel_options)
     if max_ctas is not None:
-        check_max_ctas(max_ctas, D, knobs)
+        check_max_ctas(max_ctas, D, bool(causal), n_bounds, knobs)
     Sk = k.shape[1]
     scale = 1.0 / math.sqrt(D) if softmax_scale is None else float(softmax_scale)
     out = torch.empty_like(q)
@@ -235,10 +268,8 @@ def attention_fwd_sm90(
         out.zero_()
         lse.fill_(-math.inf)
         return out, lse
-    n_bounds = 0
     mask_args: list[torch.Tensor | None] = [None] * 5
     if startend_row_indices is not None:
-        n_bounds = startend_row_indices.shape[-1]
         tile_m, tile_n = tile_shape(D)
         if tile_lists is None:
             from fm4.masks.tiles import build_tile_lists
@@ -264,7 +295,7 @@ def attention_fwd_sm90(
     compiled = get_or_compile(
         _compiled, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
     )
-    extra = persistent_args(D, q.device, knobs.get("persistent"))
+    extra = persistent_args(D, bool(causal), n_bounds, q.device, knobs.get("persistent"))
     if max_ctas is not None:
         extra = (int(max_ctas), extra[1])
     launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args, *extra)
