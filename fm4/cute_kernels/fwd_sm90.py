@@ -39,8 +39,9 @@ Note [Persistent tiles]
     Q K^T is complete, so the producer loads the next tile's Q, and its first K / V as stages
     free up, during the last P V and the epilogue. O is staged in its own smem buffer; before
     writing it, the storing warp waits until the last tile's TMA store has read it.
-    Otherwise (D = 256: no smem for a separate O) there is one CTA per tile, on a
-    (m_block, head, batch) grid, and O aliases sQ.
+    Otherwise (D = 256: no smem for a separate O; the full mask by default, see
+    ``persistent_default``) there is one CTA per tile, on a (m_block, head, batch) grid, and O
+    aliases sQ.
     Measured (H100, 8K, NOTES.md, session 3): against one CTA per tile, sliding_window -25%,
     share_question -12%, causal_document -7%, document -2%; causal +4% (the main loop's
     schedule, not the scheduler: the one-CTA-per-tile build of the same code is as slow). A
