@@ -19,7 +19,7 @@ import argparse
 import math
 import sys
 
-from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS, PERSISTENT_KNOBS
+from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
 
 # name -> FlashMaskFwdSm90 keyword arguments
 _V2_SPLIT = {"mask_impl": "v2", "mask_at": "split", "mask_guard": True}
@@ -28,7 +28,6 @@ VARIANTS: dict[str, dict] = {
     "default": {},  # the tuning table's choices
     # one CTA per tile instead of a persistent CTA per SM (the default up to session 2)
     "single_tile": {"persistent": False},
-    "persistent": PERSISTENT_KNOBS,
     # persistent, next tile claimed after the current tile's loads / a static stride
     "claim_late": {"claim": "late"},
     "claim_static": {"claim": "static"},
@@ -120,10 +119,9 @@ def _warm_one(job: tuple) -> tuple:
     """Worker: compile one launcher configuration ``(key, knobs)`` into the disk cache
     (``FM4_CACHE_DIR``), under the key ``attention_fwd_sm90`` looks up."""
     from fm4.cute_kernels.compile_utils import compile_key, get_or_compile
-    from fm4.cute_kernels.fwd_launch import _compile_fwd, fwd_knobs
+    from fm4.cute_kernels.fwd_launch import _compile_fwd
 
     key, knobs = job
-    knobs = fwd_knobs(key[1], key[2], key[3], knobs)
     get_or_compile(
         {}, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
     )
@@ -153,6 +151,9 @@ def warm_cache(jobs: int, bf16_d128_only: bool = False) -> int:
     tests' knob sets (``FWD_TEST_KNOBS``, bf16, D = 128), into the disk cache, in ``jobs``
     processes (GPU test runs then load instead of compiling serially). ``bf16_d128_only``: the
     six default bf16, D = 128 kernels alone (what the benchmarks use)."""
+    from fm4.cute_kernels.compile_utils import compile_key
+    from fm4.cute_kernels.fwd_launch import fwd_knobs
+
     keys = [
         ((dt, d, causal, nb), {})
         for dt in ("BFloat16", "Float16")
@@ -164,8 +165,10 @@ def warm_cache(jobs: int, bf16_d128_only: bool = False) -> int:
         for knobs in FWD_TEST_KNOBS.values()
         for causal, nb in KERNEL_MODES
     ]
-    # the persistent kernel where the default is one CTA per tile (the GPU tests run it)
-    keys += [(("BFloat16", 128, False, 0), PERSISTENT_KNOBS)]
+    # Knobs as the launcher keys them (a knob set equal to a mode's default is the default
+    # kernel), each compile key once.
+    keys = [(key, fwd_knobs(*key[1:], kn)) for key, kn in keys]
+    keys = list({compile_key(key, kn): (key, kn) for key, kn in keys}.values())
     if bf16_d128_only:
         keys = [(key, kn) for key, kn in keys if key[:2] == ("BFloat16", 128) and not kn]
     return warm_in_processes(_warm_one, keys, jobs, "forward")

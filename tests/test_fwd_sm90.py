@@ -18,7 +18,7 @@ import textwrap
 import pytest
 import torch
 
-from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS, PERSISTENT_KNOBS
+from fm4.cute_kernels.fwd_launch import FWD_TEST_KNOBS
 from tests.helpers import MODES, needs_cutlass, needs_sm90, random_bounds
 
 SHAPES = [(1, 1), (113, 203), (1023, 1024), (256, 256), (384, 200)]
@@ -255,7 +255,7 @@ def test_fwd_writes_every_element():
 
 # The persistent kernel's knob sets: the default one ("persistent": the default kernel, except
 # for the full mask, whose default is one CTA per tile) and the experimental ones.
-PERSISTENT_SETS = ["persistent", *(k for k in FWD_TEST_KNOBS if k != "single_tile")]
+PERSISTENT_SETS = [k for k in FWD_TEST_KNOBS if k != "single_tile"]
 
 
 @pytest.mark.gpu
@@ -290,7 +290,7 @@ def test_fwd_persistent_matches_one_cta_per_tile(causal, n, knobs, S, grid):
     single = FWD_TEST_KNOBS["single_tile"]
     out1, lse1 = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=single)
     for _ in range(3):
-        opts = FWD_TEST_KNOBS.get(knobs, PERSISTENT_KNOBS)
+        opts = FWD_TEST_KNOBS[knobs]
         out, lse = attention_fwd_sm90(q, k, v, sri, causal, kernel_options=opts, max_ctas=grid)
         assert torch.equal(out, out1)
         assert torch.equal(lse, lse1)

@@ -20,21 +20,20 @@ import torch
 TORCH_TO_CUTLASS_NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Float16"}
 SUPPORTED_HEAD_DIMS = (64, 128, 256)
 #: Knob sets (``attention_fwd_sm90(kernel_options=...)``) whose code paths differ from the default
-#: persistent kernel's: one CTA per tile, and the experimental ones (`FlashMaskFwdSm90`'s
-#: ``o_store``, ``tile_overlap``, ``first_guard``). The GPU tests compare each with one CTA
-#: per tile, and ``python -m bench.fwd_perf --warm-cache`` compiles them.
+#: kernel's in some mode: one CTA per tile, the persistent kernel (the full mask's default is one
+#: CTA per tile; elsewhere it is the default kernel, `fwd_knobs` giving both the same compile
+#: key), and the experimental ones (`FlashMaskFwdSm90`'s ``o_store``, ``tile_overlap``,
+#: ``first_guard``). The GPU tests compare each with one CTA per tile, and
+#: ``python -m bench.fwd_perf --warm-cache`` compiles them.
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
+    "persistent": {"persistent": True},
     # the persistent kernel of session 6 (before tile_overlap and the per-warpgroup O store)
     "no_overlap_cta": {"persistent": True, "tile_overlap": False, "o_store": "cta"},
     "no_overlap_wg": {"persistent": True, "tile_overlap": False, "o_store": "wg"},
     "overlap_cta": {"persistent": True, "tile_overlap": True, "o_store": "cta"},
     "first_guard": {"persistent": True, "first_guard": True},
 }
-#: The persistent kernel with the other knobs at their defaults (the default kernel except for
-#: the full mask, which runs one CTA per tile by default; `fwd_knobs` drops the knob where it is
-#: the default, so both spellings share a compile key).
-PERSISTENT_KNOBS: dict[str, Any] = {"persistent": True}
 
 
 def tile_shape(head_dim: int) -> tuple[int, int]:
@@ -258,6 +257,7 @@ def attention_fwd_sm90(
     knobs = fwd_knobs(D, bool(causal), n_bounds, kernel_options)
     if max_ctas is not None:
         check_max_ctas(max_ctas, D, bool(causal), n_bounds, knobs)
+    persistent = is_persistent(D, bool(causal), n_bounds, knobs.get("persistent"))
     Sk = k.shape[1]
     scale = 1.0 / math.sqrt(D) if softmax_scale is None else float(softmax_scale)
     out = torch.empty_like(q)
@@ -295,7 +295,7 @@ def attention_fwd_sm90(
     compiled = get_or_compile(
         _compiled, compile_key(key, knobs), lambda: _compile_fwd(*key, **knobs), name="fwd_sm90"
     )
-    extra = persistent_args(D, bool(causal), n_bounds, q.device, knobs.get("persistent"))
+    extra = persistent_args(D, bool(causal), n_bounds, q.device, persistent)
     if max_ctas is not None:
         extra = (int(max_ctas), extra[1])
     launch_on(q.device, compiled, q, k, v, out, lse, scale, *mask_args, *extra)
