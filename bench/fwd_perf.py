@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--peers", default="fa4_dense,fa4_mask_mod", help="'none' for fm4 only")
     ap.add_argument(
+        "--show-rounds", action="store_true", help="print each round's time of each run (stderr)"
+    )
+    ap.add_argument(
         "--objects",
         default="",
         help="folder of kernels compiled elsewhere (e.g. from an older commit, for sm_90a):"
@@ -331,7 +334,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{label} {mask}: {type(e).__name__}: {e}"[:300], file=sys.stderr)
         # Rounds: every variant and peer timed once per round, in a rotated order (drift and
         # order effects spread over them); the reported time is the median over rounds.
-        row.update(interleaved_medians(runs, args.rounds, timed))
+        if args.show_rounds:
+            # Every round's time of every run, in the order timed (on stderr).
+            names = {id(r): n for n, r in runs.items()}
+
+            def timed_shown(fn, mask=mask, names=names) -> float:
+                t = timed(fn)
+                print(f"  {mask} {names[id(fn)]}: {t:.3f} ms", file=sys.stderr, flush=True)
+                return t
+
+            row.update(interleaved_medians(runs, args.rounds, timed_shown))
+        else:
+            row.update(interleaved_medians(runs, args.rounds, timed))
         row["gflop"] = flops / 1e9
         rows.append(row)
         del inp, q, k, v

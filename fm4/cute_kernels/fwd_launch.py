@@ -23,7 +23,7 @@ SUPPORTED_HEAD_DIMS = (64, 128, 256)
 #: kernel's in some mode: one CTA per tile, the persistent kernel (the full mask's default is one
 #: CTA per tile; elsewhere it is the default kernel, `fwd_knobs` giving both the same compile
 #: key), and the experimental ones (`FlashMaskFwdSm90`'s ``o_store``, ``tile_overlap``,
-#: ``first_guard``). The GPU tests compare each with one CTA per tile, and
+#: ``first_guard``, ``qk_desc``). The GPU tests compare each with one CTA per tile, and
 #: ``python -m bench.fwd_perf --warm-cache`` compiles them.
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
@@ -33,6 +33,8 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "no_overlap_wg": {"persistent": True, "tile_overlap": False, "o_store": "wg"},
     "overlap_cta": {"persistent": True, "tile_overlap": True, "o_store": "cta"},
     "first_guard": {"persistent": True, "first_guard": True},
+    # the persistent kernel's Q K^T descriptors as before session 10 (descriptor views)
+    "qk_desc_view": {"persistent": True, "qk_desc": "view"},
 }
 
 

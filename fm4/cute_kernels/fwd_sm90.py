@@ -47,6 +47,19 @@ Note [Persistent tiles]
     schedule, not the scheduler: the one-CTA-per-tile build of the same code is as slow). A
     static stride (``claim="static"``) was 24% slower on causal (unbalanced), so the counter
     stays.
+
+Note [Descriptors per tile]
+    Issued through descriptor views (``qk_desc="view"``), the persistent kernel's Q K^T
+    rebuilt every k-block's wgmma descriptors from the smem address in each n_block
+    iteration: ptxas wrote Q's and K's 64-bit descriptors into one set of uniform registers
+    before each of the 8 wgmmas (a split 64-bit add and two moves of the constant high word
+    per operand), 500 SASS instructions in the unmasked loop against 450 for the same loop
+    with one CTA per tile, which computes Q's once. With ``qk_desc="words"`` (the default of
+    the persistent kernel with tile_overlap) the descriptors are taken out as 32-bit words
+    (``wgmma_desc.py``): K's first low word once per kernel, Q's once per tile (its Q stage),
+    the k-block and stage offsets added to the low words only, and each high word made
+    opaque to ptxas with a run-time zero so that it stays in its register: two 32-bit adds
+    per wgmma, 461 instructions.
 """
 
 import cuda.bindings.driver as cuda
@@ -84,6 +97,7 @@ from fm4.cute_kernels.tile_scheduler import (
     push_tile,
     tile_queue,
 )
+from fm4.cute_kernels.wgmma_desc import desc_words, gemm_desc_words, k_block_offsets
 
 # ============================================================================================
 # Tuning table (the only place with tuning constants)
@@ -269,6 +283,7 @@ class FlashMaskFwdSm90:
         o_store: str | None = None,
         tile_overlap: bool | None = None,
         first_guard: bool = False,
+        qk_desc: str | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -296,7 +311,10 @@ class FlashMaskFwdSm90:
         (persistent; default ``TILE_OVERLAP``): issue a tile's last P V together with the next
         tile's first Q K^T (Note [Tile overlap]; two Q stages). first_guard: make a tile's
         first mask bits (bound loads and compares) only when the tile has a partial block;
-        otherwise they are made and dropped (GPU-tested, not faster: off).
+        otherwise they are made and dropped (GPU-tested, not faster: off). qk_desc: how Q K^T
+        gets its wgmma descriptors (Note [Descriptors per tile]), "view" (from the fragments'
+        descriptor views at each GEMM) or "words" (32-bit words kept in registers; the default
+        with tile_overlap).
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -362,6 +380,10 @@ class FlashMaskFwdSm90:
             raise ValueError("tile_overlap=True needs the persistent kernel (tiles in sequence)")
         if self.tile_overlap and self.rescale_o_before_pv:
             raise ValueError("tile_overlap=True does not support rescale_o_before_pv=True")
+        # Without tile_overlap (experimental), "words" spills 48 bytes (causal, n = 2).
+        self.qk_desc = ("words" if self.tile_overlap else "view") if qk_desc is None else qk_desc
+        if self.qk_desc not in ("view", "words"):
+            raise ValueError(f"qk_desc must be 'view' or 'words', got {qk_desc!r}")
         # Q stages: the next tile's Q must be in smem before this tile's last Q K^T is done.
         self.q_stages = 2 if self.tile_overlap else 1
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
@@ -838,6 +860,16 @@ class FlashMaskFwdSm90:
         thr_mma_pv = tiled_mma_pv.get_slice(tidx)
         tSrQ = wg_mma_qk.make_fragment_A(wg_mma_qk.partition_A(sQ))
         tSrK = wg_mma_qk.make_fragment_B(wg_mma_qk.partition_B(sK))
+        if const_expr(self.qk_desc == "words"):
+            # Note [Descriptors per tile]. The high words: one per operand, each made
+            # opaque with a different run-time zero (lengths are >= 0).
+            self.q_offs = k_block_offsets(tSrQ)
+            self.k_offs = k_block_offsets(tSrK)
+            self.k_stage_off = cute.crd2idx((0, 0, 0, 1), tSrK.layout)
+            tSrQ_0 = tSrQ[None, None, None, 0] if const_expr(self.q_stages > 1) else tSrQ
+            self.q_hi = desc_words(tSrQ_0[None, None, 0], sizes[0] >> 31)[1]
+            k_lo, self.k_hi = desc_words(tSrK[None, None, 0, 0], sizes[1] >> 31)
+            tSrK = k_lo
         sVt = _transpose_view(sV)
         tOrVt = wg_mma_pv.make_fragment_B(wg_mma_pv.partition_B(sVt))
         tOrP = wg_mma_pv.make_fragment_A(wg_mma_pv.partition_shape_A((self.tile_m, self.tile_n)))
@@ -947,6 +979,8 @@ class FlashMaskFwdSm90:
         tSrQ = env[0]
         if const_expr(self.q_stages > 1):
             tSrQ = env[0][None, None, None, q_state.index]
+        if const_expr(self.qk_desc == "words"):
+            tSrQ = desc_words(tSrQ[None, None, 0], Int32(0))[0]
         ctx = (tSrQ, *env[1:8], mBoundsCur, info[0], sizes[0], sizes[1], *env[8:])
         return blocks, ctx
 
@@ -1027,7 +1061,7 @@ class FlashMaskFwdSm90:
             bits = self.first_mask_bits(n_partial, n_block, ctx)
         pipeline_k.consumer_wait(kv_state)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
-        _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+        self.gemm_qk(acc_S, tSrQ, tSrK, tiled_mma_qk, kv_state.index)
         if const_expr(self.first_bits == "after_gemm"):
             bits = self.first_mask_bits(n_partial, n_block, ctx)
         warpgroup.wait_group(0)
@@ -1191,7 +1225,7 @@ class FlashMaskFwdSm90:
         pipeline_k.consumer_wait(kv_state)
         self.scheduler_sync(wg_idx)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
-        _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+        self.gemm_qk(acc_S, tSrQ, tSrK, tiled_mma_qk, kv_state.index)
         pipeline_v.consumer_wait(state_v)
         _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, state_v.index], False, -1)
         self.scheduler_arrive(wg_idx)
@@ -1210,6 +1244,24 @@ class FlashMaskFwdSm90:
         self.finish_tile(info, row_scale, lse, env, out, sizes)
         acc_O.fill(0.0)
         return kv_state
+
+    @cute.jit
+    def gemm_qk(
+        self,
+        acc_S: cute.Tensor,
+        tSrQ,  # descriptor view; qk_desc "words": the first low word of the tile's Q stage
+        tSrK,  # descriptor view (.., stages); qk_desc "words": K stage 0's first low word
+        tiled_mma_qk: cute.TiledMma,
+        stage: Int32,
+    ) -> None:
+        """Issue S = Q K^T with K from stage ``stage`` (left in flight)."""
+        if const_expr(self.qk_desc == "words"):
+            k_lo = tSrK + stage * self.k_stage_off
+            lo_q = [tSrQ + off for off in self.q_offs]
+            lo_k = [k_lo + off for off in self.k_offs]
+            gemm_desc_words(tiled_mma_qk, acc_S, lo_q, lo_k, self.q_hi, self.k_hi, True, -1)
+        else:
+            _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, stage], True, -1)
 
     @cute.jit
     def tile_mask_words(self, n_block: Int32, ctx: tuple) -> cute.Tensor | None:
@@ -1283,7 +1335,7 @@ class FlashMaskFwdSm90:
         pipeline_k.consumer_wait(kv_state)
         self.scheduler_sync(wg_idx)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
-        _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, kv_state.index], True, -1)
+        self.gemm_qk(acc_S, tSrQ, tSrK, tiled_mma_qk, kv_state.index)
         if const_expr(self.rescale_o_before_pv):
             softmax.rescale_o(acc_O, o_scale)
         pipeline_v.consumer_wait(state_v)
