@@ -1,11 +1,12 @@
 """SM cycles per call of fm4 and its peers, from Nsight Compute: a clock-independent A/B.
 
-On the lent H100 the SM clock follows power (1.6 to 1.8 GHz under ncu, up to 1.98 GHz), and
-wall-clock medians of one and the same kernel, timed under two names in one interleaved run,
-differed by 3 to 10% (session 10, NOTES.md). Elapsed SM cycles of a compute-bound kernel do not
-depend on the clock: the same kernel repeats to about 0.3%. This tool counts them for each
-profiled call, summed over the call's kernels (fm4's tile-list kernels included). It is a
-diagnostic next to ``python -m bench`` (wall-clock, what users see), not a replacement.
+On the lent H100 the SM clock follows power (averaged over one attention kernel under ncu:
+1.3 to 1.8 GHz; 1.98 GHz at most), and wall-clock medians of one and the same kernel, timed
+under two names in one interleaved run, differed by 3 to 10% (session 10, NOTES.md). Elapsed
+SM cycles of a compute-bound kernel do not depend on the clock: the same kernel repeats to
+about 0.3%. This tool counts them for each profiled call, summed over the call's kernels
+(fm4's tile-list kernels included). It is a diagnostic next to ``python -m bench``
+(wall-clock, what users see), not a replacement.
 
     python -m bench.cycles peers [--cases causal@32768,document@32768] --out DIR
     python -m bench.cycles variants --variants default,qk_desc_view [--cases ...] --out DIR
@@ -137,7 +138,7 @@ def table(segments: list[Segment]) -> str:
         + " |",
         "|---|" + "---|" * (1 + 2 * len(others)),
     ]
-    ratios: dict[str, list[float]] = {o: [] for o in others}
+    ratios: dict[str, list[tuple[str, float]]] = {o: [] for o in others}
     for case, d in by.items():
         med = {i: _median([s.total() for s in d[i]]) for i in d}
         cells = [f"{med[i] / 1e6:.2f}" if i in med else "-" for i in [ref, *others]]
@@ -145,16 +146,22 @@ def table(segments: list[Segment]) -> str:
         for o in others:
             if o in med and ref in med and med[ref] > 0:
                 r = med[o] / med[ref]
-                ratios[o].append(r)
+                ratios[o].append((case.partition("@")[2], r))
                 rcells.append(f"{r:.3f}")
             else:
                 rcells.append("-")
         lines.append(f"| {case} | " + " | ".join(cells + rcells) + " |")
     lines.append("")
     for o, rs in ratios.items():
-        if rs:
-            gm = math.exp(sum(math.log(r) for r in rs) / len(rs))
-            lines.append(f"- {o}: geometric mean of the ratio over {len(rs)} cases: {gm:.3f}")
+        groups = {"all": [r for _, r in rs]}
+        for seqlen in dict.fromkeys(sl for sl, _ in rs):
+            groups[f"@{seqlen}"] = [r for sl, r in rs if sl == seqlen]
+        if len(groups) == 2:  # one sequence length: "all" says it
+            groups = {"all": groups["all"]}
+        for g, vals in groups.items():
+            if vals:
+                gm = math.exp(sum(math.log(r) for r in vals) / len(vals))
+                lines.append(f"- {o}, {g}: geometric mean of the ratio over {len(vals)}: {gm:.3f}")
     return "\n".join(lines) + "\n"
 
 
