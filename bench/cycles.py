@@ -36,34 +36,13 @@ from dataclasses import dataclass, field
 
 METRICS = ("sm__cycles_elapsed.max", "gpu__time_duration.sum", "sm__cycles_elapsed.avg.per_second")
 SEGMENT_MARKER = "spin_kernel"
-DEFAULT_CASES = [
-    f"{m}@8192"
-    for m in (
-        "full",
-        "causal",
-        "sliding_window",
-        "causal_document",
-        "document",
-        "share_question",
-        "prefix_lm_causal",
-        "prefix_lm_document",
-        "causal_blockwise",
-        "global_sliding_window",
-        "qk_sparse",
-        "random_eviction",
-    )
-] + [
-    f"{m}@{s}"
-    for s in (32768, 131072)
-    for m in (
-        "full",
-        "causal",
-        "sliding_window",
-        "causal_document",
-        "document",
-        "share_question",
-    )
-]
+
+
+def _default_cases() -> list[str]:
+    """The default plan's forward cases (``bench.cli.DEFAULT_PLAN``) as MASK@SEQLEN."""
+    from bench.cli import DEFAULT_PLAN
+
+    return [f"{m}@{s}" for s, masks in DEFAULT_PLAN for m in masks]
 
 
 @dataclass
@@ -176,7 +155,7 @@ def _cases(spec: str | None):
     from fm4.masks.registry import MASKS
 
     out = []
-    for item in spec.split(",") if spec else DEFAULT_CASES:
+    for item in spec.split(",") if spec else _default_cases():
         mask, _, s = item.partition("@")
         if mask not in MASKS or not s.isdigit():
             raise SystemExit(f"--cases: {item!r} is not MASK@SEQLEN with a registered mask")
@@ -221,9 +200,8 @@ def _child_variants(args) -> None:
 
     from bench import fwd_perf
     from bench.peers import make_inputs
-    from fm4.cute_kernels.fwd_launch import persistent_args, tile_shape
+    from fm4.cute_kernels.fwd_launch import persistent_args
     from fm4.masks.registry import MASKS
-    from fm4.masks.tiles import build_tile_lists
 
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in fwd_perf.VARIANTS]
@@ -238,21 +216,9 @@ def _child_variants(args) -> None:
     for case in cases:
         inp = make_inputs(case, dev)
         m = inp.mask
-        sri = m.startend_row_indices
         causal = bool(m.causal)
-        nb = 0 if sri is None else sri.shape[-1]
-        extra: list = [None] * 5
-        if sri is not None:
-            tl = build_tile_lists(
-                sri, causal, case.seqlen, case.seqlen, *tile_shape(d), backward=False
-            )
-            extra = [
-                sri.contiguous(),
-                tl.fwd_partial_cnt.contiguous(),
-                tl.fwd_partial_idx.contiguous(),
-                tl.fwd_full_cnt.contiguous(),
-                tl.fwd_full_idx.contiguous(),
-            ]
+        nb = 0 if m.startend_row_indices is None else m.startend_row_indices.shape[-1]
+        extra = fwd_perf.kernel_mask_args(m, d)
         out = torch.empty_like(inp.q)
         lse = torch.empty(case.batch, case.heads, case.seqlen, dtype=torch.float32, device=dev)
         fixed = (inp.q, inp.k, inp.v, out, lse, 1 / math.sqrt(d), *extra)

@@ -61,6 +61,26 @@ VARIANTS.update({k: v for k, v in FWD_TEST_KNOBS.items() if k != "single_tile"})
 KERNEL_MODES = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False, 4))
 
 
+def kernel_mask_args(mask, head_dim: int) -> list:
+    """The forward kernel's five mask arguments for a registry mask (its bounds and forward
+    tile lists, built here; five Nones without bounds)."""
+    from fm4.cute_kernels.fwd_launch import tile_shape
+    from fm4.masks.tiles import build_tile_lists
+
+    sri = mask.startend_row_indices
+    if sri is None:
+        return [None] * 5
+    sq, sk = mask.seqlen_q, mask.seqlen_k
+    tl = build_tile_lists(sri, bool(mask.causal), sq, sk, *tile_shape(head_dim), backward=False)
+    return [
+        sri.contiguous(),
+        tl.fwd_partial_cnt.contiguous(),
+        tl.fwd_partial_idx.contiguous(),
+        tl.fwd_full_cnt.contiguous(),
+        tl.fwd_full_idx.contiguous(),
+    ]
+
+
 def compile_variant(head_dim: int, causal: bool, n_bounds: int, arch: str | None, **kw):
     """Compile one fm4 forward variant (bf16) for ``arch`` (None: the visible GPU)."""
     from fm4.cute_kernels.fwd_launch import _compile_fwd
@@ -230,9 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
     from bench.suite import Case
     from bench.timing import interleaved_medians, time_cuda
-    from fm4.cute_kernels.fwd_launch import persistent_args, tile_shape
+    from fm4.cute_kernels.fwd_launch import persistent_args
     from fm4.masks.registry import MASKS
-    from fm4.masks.tiles import build_tile_lists
 
     dev = torch.device("cuda")
     S = args.seqlen
@@ -271,17 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         sri = m.startend_row_indices
         causal = bool(m.causal)
         nb = 0 if sri is None else sri.shape[-1]
-        mask_args: list = [None] * 5
-        if sri is not None:
-            tm, tn = tile_shape(D)
-            tl = build_tile_lists(sri, causal, S, S, tm, tn, backward=False)
-            mask_args = [
-                sri.contiguous(),
-                tl.fwd_partial_cnt.contiguous(),
-                tl.fwd_partial_idx.contiguous(),
-                tl.fwd_full_cnt.contiguous(),
-                tl.fwd_full_idx.contiguous(),
-            ]
+        mask_args = kernel_mask_args(m, D)
         work = mask_work(m, B, H, D)
         flops = work.flops_block("fwd")
         row = {"mask": mask, "density": work.density}
