@@ -30,6 +30,7 @@ import io
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ def table(segments: list[Segment]) -> str:
     ]
     ratios: dict[str, list[tuple[str, float]]] = {o: [] for o in others}
     for case, d in by.items():
-        med = {i: _median([s.total() for s in d[i]]) for i in d}
+        med = {i: statistics.median([s.total() for s in d[i]]) for i in d}
         cells = [f"{med[i] / 1e6:.2f}" if i in med else "-" for i in [ref, *others]]
         rcells = []
         for o in others:
@@ -144,14 +145,8 @@ def table(segments: list[Segment]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
-
-
 def _cases(spec: str | None):
-    from bench.suite import Case, batch_for
+    from bench.suite import NUM_HEADS, Case, batch_for
     from fm4.masks.registry import MASKS
 
     out = []
@@ -160,7 +155,7 @@ def _cases(spec: str | None):
         if mask not in MASKS or not s.isdigit():
             raise SystemExit(f"--cases: {item!r} is not MASK@SEQLEN with a registered mask")
         seqlen = int(s)
-        out.append(Case(mask, seqlen, batch_for(seqlen), 32, 32, 128))
+        out.append(Case(mask, seqlen, batch_for(seqlen), NUM_HEADS, NUM_HEADS, 128))
     return out
 
 
