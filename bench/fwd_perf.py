@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict] = {
     # ... bounds loaded and bits made after the GEMMs are issued
     "v2_late": {"p_cvt_asm": False, **_V2_LATE},
     "v2_late_asm": {"p_cvt_asm": True, **_V2_LATE},
+    # the P V wait after the exp2 of N columns per row (Note [P V wait] in fwd_sm90; default 12)
+    **{f"pvw{n}": {"pv_wait_after": n} for n in (4, 8, 16)},
 }
 
 

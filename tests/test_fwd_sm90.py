@@ -99,26 +99,29 @@ def test_max_ctas_needs_a_persistent_kernel():
         check_max_ctas(4, 256, True, 1, {})
     with pytest.raises(ValueError, match="head dim 128, causal=True, 1 bounds with kernel_opt"):
         check_max_ctas(4, 128, True, 1, {"persistent": False})
-    # the full mask (no bounds, not causal) runs one CTA per tile by default
-    with pytest.raises(ValueError, match="head dim 128, causal=False, 0 bounds with kernel_opt"):
-        check_max_ctas(4, 128, False, 0, {})
+    # the full mask (no bounds, not causal) is persistent by default too (session 11)
+    check_max_ctas(4, 128, False, 0, {})
+    with pytest.raises(ValueError, match="head dim 64, causal=False, 0 bounds with kernel_opt"):
+        check_max_ctas(4, 64, False, 0, {"persistent": False})
     with pytest.raises(ValueError, match="max_ctas must be >= 1, got 0"):
         check_max_ctas(0, 128, True, 0, {})
 
 
 @needs_cutlass
 def test_persistent_default_and_compile_key_knobs():
-    """The full mask runs one CTA per tile by default, every other mode (D <= 128) the persistent
-    kernel; ``{"persistent": <the default>}`` shares the default kernel's compile key."""
+    """Every mode (the full mask too) runs the persistent kernel by default at D <= 128, one CTA
+    per tile at D = 256; ``{"persistent": <the default>}`` shares the default kernel's compile
+    key."""
     from fm4.cute_kernels.fwd_launch import fwd_knobs, is_persistent
 
-    assert not is_persistent(128, False, 0, None)
-    assert is_persistent(128, False, 0, True)
+    assert is_persistent(128, False, 0, None)
+    assert not is_persistent(128, False, 0, False)
     assert all(is_persistent(d, c, n, None) for d in (64, 128) for c, n in [*MODES, (True, 0)])
     assert not is_persistent(256, True, 1, None)
+    assert not is_persistent(256, False, 0, None)
     assert fwd_knobs(128, True, 0, {"persistent": True}) == {}
-    assert fwd_knobs(128, False, 0, {"persistent": False}) == {}
-    assert fwd_knobs(128, False, 0, {"persistent": True}) == {"persistent": True}
+    assert fwd_knobs(128, False, 0, {"persistent": True}) == {}
+    assert fwd_knobs(128, False, 0, {"persistent": False}) == {"persistent": False}
     assert fwd_knobs(128, True, 2, {"persistent": False, "claim": "late"}) == {
         "persistent": False,
         "claim": "late",

@@ -20,10 +20,10 @@ import torch
 TORCH_TO_CUTLASS_NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Float16"}
 SUPPORTED_HEAD_DIMS = (64, 128, 256)
 #: Knob sets (``attention_fwd_sm90(kernel_options=...)``) whose code paths differ from the default
-#: kernel's in some mode: one CTA per tile, the persistent kernel (the full mask's default is one
-#: CTA per tile; elsewhere it is the default kernel, `fwd_knobs` giving both the same compile
-#: key), and the experimental ones (`FlashMaskFwdSm90`'s ``o_store``, ``tile_overlap``,
-#: ``first_guard``, ``qk_desc``). The GPU tests compare each with one CTA per tile, and
+#: kernel's in some mode: one CTA per tile, the persistent kernel (the default kernel at D <= 128,
+#: `fwd_knobs` giving both the same compile key), and the experimental ones
+#: (`FlashMaskFwdSm90`'s ``o_store``, ``tile_overlap``, ``first_guard``, ``qk_desc``,
+#: ``pv_wait_after``). The GPU tests compare each with one CTA per tile, and
 #: ``python -m bench.fwd_perf --warm-cache`` compiles them.
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
@@ -35,6 +35,8 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "first_guard": {"persistent": True, "first_guard": True},
     # the persistent kernel's Q K^T descriptors as before session 10 (descriptor views)
     "qk_desc_view": {"persistent": True, "qk_desc": "view"},
+    # the P V wait where ptxas puts it (before session 11)
+    "pv_wait_free": {"pv_wait_after": 0},
 }
 
 

@@ -60,6 +60,21 @@ Note [Descriptors per tile]
     the k-block and stage offsets added to the low words only, and each high word made
     opaque to ptxas with a run-time zero so that it stays in its register: two 32-bit adds
     per wgmma, 461 instructions.
+
+Note [P V wait]
+    In each block the consumers wait twice for their GEMMs: for this block's Q K^T (then its
+    softmax), and for the previous block's P V (then O is rescaled and P converted into the
+    registers that P V read). In the source the second wait follows the whole softmax, but
+    ptxas places it where it likes: in the persistent kernel it put it before the first exp2,
+    so the softmax waited for P V (full 8K: 162K of 2.31M warp stall samples at that wait;
+    one CTA per tile and FA4 had it after about a third of the exp2s and took 3% fewer cycles).
+    It is pinned with ``pv_wait_after = c``: after the softmax, an mbarrier arrive that never
+    runs (its condition is a run-time 0 made from the probabilities of column c - 1 of the
+    thread's rows, :func:`sync_point_after`) precedes the wait, and ptxas keeps a wgmma wait
+    after an mbarrier operation, which has to come after those exp2s. H100, SM cycles
+    (session 11): c = 12 of 32 best (causal 8K / 32K -6.7% / -7.3%, NOTES.md); the wait after
+    every exp2 (the same trick on the row sums) was 7 to 14% slower than ptxas's choice, and
+    so was releasing K only after the softmax (K's next load waits for the release).
 """
 
 import cuda.bindings.driver as cuda
@@ -79,7 +94,7 @@ from fm4.cute_kernels.mask_apply import (
     mask_bits,
 )
 from fm4.cute_kernels.named_barrier import NamedBarrierFwd
-from fm4.cute_kernels.pipeline_utils import tma_load, tma_pipeline
+from fm4.cute_kernels.pipeline_utils import sync_point_after, tma_load, tma_pipeline
 from fm4.cute_kernels.smem_struct import make_struct, tile_buf
 from fm4.cute_kernels.softmax import (
     LOG2_E,
@@ -152,14 +167,13 @@ MASK_AT = "early"
 # the next tile's Q / K / V loads overlap this tile's last P V and epilogue. Needs O
 # staged in its own smem buffer (Q's buffer is refilled early), which fits up to D = 128
 # (D = 128: 32 KB more, 192 KB in all); D = 256 stays one CTA per tile with O aliasing sQ.
-# Not for the full mask (no bounds, not causal): every tile does the same work, so there is
-# nothing to balance, and the one-CTA-per-tile build has the tighter n_block loop (its Q / K
-# descriptors are computed once, not rebuilt in the Q K^T issue window: 448 vs 498 SASS
-# instructions per iteration). H100, 8K, five interleaved rounds, session 9: full 26.50 ms one
-# CTA per tile vs 27.94 persistent (FA4 dense 27.06); one CTA per tile on the others: causal
-# +7%, sliding_window +37%, share_question +18%, document +10%, qk_sparse +2%.
+# The full mask too since session 11: with the P V wait placed (PV_WAIT_AFTER) the persistent
+# kernel takes fewer cycles than one CTA per tile (H100, full 8K, Mcycles: 37.55 persistent
+# (pv_wait_after 8) vs 40.90 / 39.11 one CTA per tile (8 / 12); before, 40.85 vs 39.52). Session 9
+# (wall-clock, 8K): one CTA per tile on the others: causal +7%, sliding_window +37%,
+# share_question +18%, document +10%, qk_sparse +2%.
 def persistent_default(head_dim: int, causal: bool, n_bounds: int) -> bool:
-    return head_dim <= PERSISTENT_MAX_HEAD_DIM and (causal or n_bounds > 0)
+    return head_dim <= PERSISTENT_MAX_HEAD_DIM
 
 
 PERSISTENT_MAX_HEAD_DIM = 128
@@ -183,6 +197,17 @@ TILE_OVERLAP = True
 # Persistent: who stores a tile's O: "cta" (both warpgroups, one 256-thread barrier) or "wg"
 # (each warpgroup its 64 rows after a 128-thread barrier).
 O_STORE = "wg"
+
+
+# The P V wait after the exp2 of this many of a row's columns (of tile_n / 4 per thread; 0:
+# where ptxas puts it), Note [P V wait]. H100, 8K / 32K, SM cycles against 0 (session 11):
+# 12: causal -6.7% / -7.3%, document -4.8% / -6.8%, qk_sparse -7.3%, random_eviction -2.4%,
+# share_question -1.9%, causal_document -3.2%, sliding_window +1.0%; 4 / 8 / 16 less good.
+# D = 256 (tile_n 64) not measured: 0.
+def pv_wait_after_default(head_dim: int) -> int:
+    return 12 if head_dim <= 128 else 0
+
+
 # ============================================================================================
 
 THREADS_PER_WG = 128
@@ -284,6 +309,7 @@ class FlashMaskFwdSm90:
         tile_overlap: bool | None = None,
         first_guard: bool = False,
         qk_desc: str | None = None,
+        pv_wait_after: int | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -314,7 +340,8 @@ class FlashMaskFwdSm90:
         otherwise they are made and dropped (GPU-tested, not faster: off). qk_desc: how Q K^T
         gets its wgmma descriptors (Note [Descriptors per tile]), "view" (from the fragments'
         descriptor views at each GEMM) or "words" (32-bit words kept in registers; the default
-        with tile_overlap).
+        with tile_overlap). pv_wait_after: keep the previous block's P V wait after the exp2 of
+        this many of each row's columns (Note [P V wait]; 0: where ptxas puts it).
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -384,6 +411,13 @@ class FlashMaskFwdSm90:
         self.qk_desc = ("words" if self.tile_overlap else "view") if qk_desc is None else qk_desc
         if self.qk_desc not in ("view", "words"):
             raise ValueError(f"qk_desc must be 'view' or 'words', got {qk_desc!r}")
+        self.pv_wait_after = (
+            pv_wait_after_default(head_dim) if pv_wait_after is None else pv_wait_after
+        )
+        if not 0 <= self.pv_wait_after <= self.tile_n // 4:
+            raise ValueError(
+                f"pv_wait_after must be in [0, {self.tile_n // 4}], got {pv_wait_after!r}"
+            )
         # Q stages: the next tile's Q must be in smem before this tile's last Q K^T is done.
         self.q_stages = 2 if self.tile_overlap else 1
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
@@ -1238,6 +1272,7 @@ class FlashMaskFwdSm90:
         if n_partial_nx > 0:
             apply_mask_bits(acc_S, bits)
         softmax.step(acc_S, is_first=True)
+        self.pv_wait_point(acc_S, pipeline_k, kv_state, ctx_nx[10])
         warpgroup.wait_group(0)
         pipeline_v.consumer_release(state_v)
         self.convert_p(acc_S, tOrP, self.use_asm_cvt(True))
@@ -1359,6 +1394,7 @@ class FlashMaskFwdSm90:
         if const_expr(masked):
             apply_mask_bits(acc_S, bits)
         row_scale = softmax.step(acc_S, is_first=False)
+        self.pv_wait_point(acc_S, pipeline_k, kv_state, ctx[10])
         warpgroup.wait_group(0)
         pipeline_v.consumer_release(state_v)
         self.convert_p(acc_S, tOrP, self.use_asm_cvt(masked))
@@ -1367,6 +1403,22 @@ class FlashMaskFwdSm90:
         else:
             softmax.rescale_o(acc_O, row_scale)
         return kv_state
+
+    @cute.jit
+    def pv_wait_point(
+        self,
+        acc_S: cute.Tensor,
+        pipeline_k: pipeline.PipelineAsync,
+        kv_state: pipeline.PipelineState,
+        seqlen_q: Int32,
+    ) -> None:
+        """pv_wait_after > 0: keep the P V wait after the exp2 of column pv_wait_after - 1 of
+        each row (Note [P V wait])."""
+        if const_expr(self.pv_wait_after > 0):
+            acc_mn = acc_to_mn(acc_S)
+            c = self.pv_wait_after - 1
+            dep = Int32(acc_mn[0, c] < acc_mn[cute.size(acc_mn, mode=[0]) - 1, c])
+            sync_point_after(pipeline_k, kv_state, dep & (seqlen_q >> 31))
 
     def o_store_threads(self) -> int:
         """Threads that stage and store one O box (see ``o_store``)."""

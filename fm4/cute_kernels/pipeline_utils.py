@@ -51,3 +51,13 @@ def tma_load(
     src = gsrc if block is None else gsrc[None, block]
     dst = sdst[None, state.index] if staged else sdst
     cute.copy(atom, src, dst, tma_bar_ptr=pipe.producer_get_barrier(state))
+
+
+@cute.jit
+def sync_point_after(pipe: pipeline.PipelineAsync, state: pipeline.PipelineState, dep) -> None:
+    """An mbarrier arrive on ``pipe``'s empty barrier of ``state`` that never runs (``dep`` is 0
+    at run time, unknown to ptxas) but depends on ``dep``'s inputs: ptxas keeps the wgmma waits
+    that follow it in the program after those inputs are computed (Note [P V wait] in
+    fwd_sm90.py)."""
+    if dep != 0:
+        cute.arch.mbarrier_arrive(pipe.consumer_get_barrier(state))
