@@ -223,8 +223,8 @@ def check_max_ctas(
         max_ctas,
         is_persistent(head_dim, causal, n_bounds, knobs.get("persistent")),
         f"kernel only; head dim {head_dim}, causal={causal}, {n_bounds} bounds with "
-        f"kernel_options {knobs} runs one CTA per tile (the full mask and head dim 256 do by "
-        "default): drop max_ctas, or pass kernel_options={'persistent': True} (head dim <= 128)",
+        f"kernel_options {knobs} runs one CTA per tile (head dim 256 does by default): "
+        "drop max_ctas, or pass kernel_options={'persistent': True} (head dim <= 128)",
     )
 
 
