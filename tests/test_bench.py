@@ -395,3 +395,27 @@ def test_tile_cost_dense_bwd_tiles_match_the_lists():
             tl.bwd_partial_cnt.sum().item(),
             cols,
         )
+
+
+def test_merge_runs(tmp_path):
+    from bench.merge import main as merge_main
+    from bench.merge import merge_runs
+
+    meta = report.run_metadata({"plan": "fake"}, argv=["bench", "--seqlens", "8K"])
+    rows = _fake_rows()
+    other = [Row(**{**r.__dict__, "seqlen": 32768}) for r in rows]
+    meta2 = {**meta, "command": "python -m bench --seqlens 32K"}
+    merged_meta, merged = merge_runs([(meta, rows), (meta2, other)])
+    assert len(merged) == 2 * len(rows) and len(merged_meta["merged_from"]) == 2
+    assert merged_meta["command"] == "python -m bench --seqlens 8K + python -m bench --seqlens 32K"
+    with pytest.raises(ValueError, match="is in run 0 and run 1"):
+        merge_runs([(meta, rows), (meta2, rows)])
+    with pytest.raises(ValueError, match="device"):
+        merge_runs([(meta, rows), ({**meta2, "device": {"name": "other"}}, other)])
+    a, b = tmp_path / "a", tmp_path / "b"
+    report.write_all(str(a), rows, meta)
+    report.write_all(str(b), other, meta2)
+    assert merge_main([str(a), str(b), "--out", str(tmp_path / "m"), "--no-plots"]) == 0
+    _, back = report.read_json(str(tmp_path / "m" / "results.json"))
+    assert sorted({r.seqlen for r in back}) == [8192, 32768]
+    assert merge_main([str(a), str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
