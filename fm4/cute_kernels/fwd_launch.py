@@ -182,8 +182,7 @@ def persistent_args(
     """The kernel's last two arguments: the grid size of a persistent kernel (the SM count)
     and its tile counter (zeroed: make new ones for every launch), or (0, None) for one CTA
     per tile.
-    ``persistent`` None: the kernel's default for this head dim and mask mode
-    (``fwd_sm90.persistent_default``)."""
+    ``persistent`` None: the kernel's default (``fwd_sm90.persistent_default``)."""
     if not is_persistent(head_dim, causal, n_bounds, persistent):
         return 0, None
     return sm_count(device), torch.zeros(1, dtype=torch.int32, device=device)
@@ -191,11 +190,13 @@ def persistent_args(
 
 def is_persistent(head_dim: int, causal: bool, n_bounds: int, persistent: bool | None) -> bool:
     """Whether the forward kernel of this configuration is persistent (``persistent``: the
-    ``kernel_options`` knob; None: ``fwd_sm90.persistent_default``)."""
+    ``kernel_options`` knob; None: ``fwd_sm90.persistent_default``, which since session 11
+    depends on the head dim alone; the mask mode stays in the signature of the launcher's
+    helpers, which describe one kernel configuration)."""
     from fm4.cute_kernels.fwd_sm90 import persistent_default
 
     if persistent is None:
-        return persistent_default(head_dim, causal, n_bounds)
+        return persistent_default(head_dim)
     return bool(persistent)
 
 

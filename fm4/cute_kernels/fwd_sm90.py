@@ -39,9 +39,8 @@ Note [Persistent tiles]
     Q K^T is complete, so the producer loads the next tile's Q, and its first K / V as stages
     free up, during the last P V and the epilogue. O is staged in its own smem buffer; before
     writing it, the storing warp waits until the last tile's TMA store has read it.
-    Otherwise (D = 256: no smem for a separate O; the full mask by default, see
-    ``persistent_default``) there is one CTA per tile, on a (m_block, head, batch) grid, and O
-    aliases sQ.
+    Otherwise (D = 256: no smem for a separate O; or ``persistent=False``) there is one CTA
+    per tile, on a (m_block, head, batch) grid, and O aliases sQ.
     Measured (H100, 8K, NOTES.md, session 3): against one CTA per tile, sliding_window -25%,
     share_question -12%, causal_document -7%, document -2%; causal +4% (the main loop's
     schedule, not the scheduler: the one-CTA-per-tile build of the same code is as slow). A
@@ -172,7 +171,7 @@ MASK_AT = "early"
 # (pv_wait_after 8) vs 40.90 / 39.11 one CTA per tile (8 / 12); before, 40.85 vs 39.52). Session 9
 # (wall-clock, 8K): one CTA per tile on the others: causal +7%, sliding_window +37%,
 # share_question +18%, document +10%, qk_sparse +2%.
-def persistent_default(head_dim: int, causal: bool, n_bounds: int) -> bool:
+def persistent_default(head_dim: int) -> bool:
     return head_dim <= PERSISTENT_MAX_HEAD_DIM
 
 
@@ -377,9 +376,7 @@ class FlashMaskFwdSm90:
         self.rescale_o_before_pv = (
             RESCALE_O_BEFORE_PV if rescale_o_before_pv is None else rescale_o_before_pv
         )
-        self.persistent = (
-            persistent_default(head_dim, causal, n_bounds) if persistent is None else persistent
-        )
+        self.persistent = persistent_default(head_dim) if persistent is None else persistent
         if self.persistent and head_dim > PERSISTENT_MAX_HEAD_DIM:
             raise ValueError(
                 f"persistent=True needs head_dim <= {PERSISTENT_MAX_HEAD_DIM} (a separate O "
