@@ -27,6 +27,7 @@ from cutlass import Float32, Int32, const_expr
 # ============================================================================================
 PREPOST_THREADS = 256  # threads per CTA
 ELEMS_PER_THREAD = 8  # contiguous head-dim elements per thread (16 bytes of bf16 / fp16)
+POST_ROW_PAD = 8  # postprocess: elements of padding per smem row (16 bytes: 4 banks)
 # ============================================================================================
 
 LOG2_E = math.log2(math.e)
@@ -118,7 +119,10 @@ class FlashMaskBwdPostprocess:
 
     One CTA per (m_block, h, b) with the main kernel's consumer threads: thread t reads the
     values that consumer thread t added (Note [dQ accumulator layout] in ``bwd_sm90.py``) with
-    16-byte loads and writes them at their (row, column) of the dQ MMA's accumulator layout.
+    16-byte loads, writes them at their (row, column) of the dQ MMA's accumulator layout in a
+    shared-memory tile, and the CTA then stores the tile's rows in 16-byte chunks. (Storing the
+    accumulator layout's pairs of columns straight to global memory took 2.97 ms at B 16, H 32,
+    8K, D 128 on an H100, against 1.07 ms for FA4's postprocess.)
     """
 
     def __init__(self, dtype: type[cutlass.Numeric], head_dim: int):
@@ -177,11 +181,33 @@ class FlashMaskBwdPostprocess:
         cute.autovec_copy(src, cute.make_tensor(vals.iterator, cute.make_layout((4, n_vals // 4))))
         out = cute.make_rmem_tensor(n_vals, self.dtype)
         out.store((vals.load() * softmax_scale).to(self.dtype))
-        seqlen_q = Int32(mdQ.shape[1])
-        # Values e and e + 1 are adjacent columns of one row: one 4-byte store per pair.
+        # Through smem, so that global memory sees whole rows: values e and e + 1 are adjacent
+        # columns of one row (one 4-byte smem store per pair); the padded rows start 4 banks
+        # apart, so a warp's 8 rows x 4 pairs hit 32 different banks.
+        smem = cutlass.utils.SmemAllocator()
+        sdQ = smem.allocate_tensor(
+            self.dtype,
+            cute.make_layout((self.tile_m, d), stride=(d + POST_ROW_PAD, 1)),
+            byte_alignment=16,
+        )
         for e in cutlass.range_constexpr(0, n_vals, 2):
             row, col = coords[e]
+            dst = cute.local_tile(sdQ[row, None], (2,), (col // 2,))
+            cute.autovec_copy(cute.make_tensor(out.iterator + e, cute.make_layout(2)), dst)
+        cute.arch.sync_threads()
+        # Each thread then moves 16-byte chunks of rows that lie inside the query length.
+        seqlen_q = Int32(mdQ.shape[1])
+        vec = (ELEMS_PER_THREAD,)
+        chunks_per_row = d // ELEMS_PER_THREAD
+        threads = 128 * n_wg
+        assert self.tile_m * chunks_per_row % threads == 0, (self.tile_m, d, threads)
+        for i in cutlass.range_constexpr(self.tile_m * chunks_per_row // threads):
+            chunk = i * threads + tidx
+            row = chunk // chunks_per_row
             grow = m_block * self.tile_m + row
             if grow < seqlen_q:
-                dst = cute.local_tile(mdQ[batch, grow, head, None], (2,), (col // 2,))
-                cute.autovec_copy(cute.make_tensor(out.iterator + e, cute.make_layout(2)), dst)
+                col = chunk % chunks_per_row
+                cute.autovec_copy(
+                    cute.local_tile(sdQ[row, None], vec, (col,)),
+                    cute.local_tile(mdQ[batch, grow, head, None], vec, (col,)),
+                )
