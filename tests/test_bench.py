@@ -419,3 +419,18 @@ def test_merge_runs(tmp_path):
     _, back = report.read_json(str(tmp_path / "m" / "results.json"))
     assert sorted({r.seqlen for r in back}) == [8192, 32768]
     assert merge_main([str(a), str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_kernel_times_totals_per_step():
+    from bench.kernel_times import format_totals, kernel_totals
+
+    events = [("main", 3000.0), ("post", 500.0), ("main", 3200.0), ("post", 520.0), ("tiny", 1.0)]
+    rows = kernel_totals(events, steps=2)
+    assert [r[0] for r in rows] == ["main", "post", "tiny"]
+    assert rows[0][1] == pytest.approx(3.1) and rows[0][2] == 1
+    assert rows[1][1] == pytest.approx(0.51)
+    text = format_totals("causal 8192 fm4", rows)
+    assert text.splitlines()[0] == "== causal 8192 fm4: total 3.61 ms per step"
+    assert "tiny" not in text  # below MIN_SHOWN_MS, still in the total
+    with pytest.raises(ValueError, match="steps=0"):
+        kernel_totals(events, steps=0)
