@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.peers import Fa4Dense, Fa4MaskMod, Fm4, make_inputs
-    from bench.suite import DENSE_MASKS, NUM_HEADS, Case, batch_for
+    from bench.suite import NUM_HEADS, Case, batch_for
 
     if not torch.cuda.is_available():
         print("bench.kernel_times needs a CUDA GPU")
@@ -82,13 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     for mask in args.masks.split(","):
         case = Case(mask, args.seqlen, batch_for(args.seqlen), NUM_HEADS, NUM_HEADS, 128)
         inp = make_inputs(case, dev)
-        impls = [Fm4(dev)]
-        if mask in DENSE_MASKS:
-            impls.append(Fa4Dense(dev))
-        if mask != "full":
-            impls.append(Fa4MaskMod(dev))
-        for impl in impls:
+        for impl in (Fm4(dev), Fa4Dense(dev), Fa4MaskMod(dev)):
             ok, why = impl.available()
+            if ok:
+                ok, why = impl.applies(case)
             if not ok:
                 print(f"== {mask} {args.seqlen} {impl.name}: skipped ({why})")
                 continue
