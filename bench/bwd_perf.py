@@ -1,13 +1,15 @@
 """Focused backward timing: fm4 backward kernel variants vs FA4 dense and FA4 mask_mod (bwd).
 
     python -m bench.bwd_perf [--seqlen 8192] [--masks causal,...] [--variants default,pds2]
+        [--rounds 3]
     FM4_CACHE_DIR=/tmp/c python -m bench.bwd_perf --warm-cache --jobs 16   # bf16 D=128 kernels
 
 Each fm4 variant is ``attention_bwd_sm90`` with some ``FlashMaskBwdSm90`` knobs changed
 (``kernel_options``); its time is the preprocess, main kernel and postprocess, with the backward
 tile lists built once outside the timed region. The peers' time is their backward alone after an
 untimed forward (``bench.runner.time_direction(..., "bwd")``). Random bf16 inputs (B=16, H=32 at
-8K, D=128), CUDA-event medians after warm-up.
+8K, D=128), CUDA-event medians after warm-up; with ``--rounds`` the fm4 variants are timed in
+interleaved rounds (order rotated) and the median over rounds is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ VARIANTS: dict[str, dict] = {
     "persistent": {"persistent": True},  # Note [Persistent backward] in bwd_sm90
     "direct": {"dkv_store": "direct"},  # dK / dV stored from registers
     "persistent_direct": {"persistent": True, "dkv_store": "direct"},
+    # Note [dQ lazy zero] in bwd_sm90: the preprocess zeroes the dQ accumulator, or the main kernel
+    "zero_fill": {"dq_lazy_zero": False},
+    "lazy_zero": {"dq_lazy_zero": True},
 }
 
 
@@ -49,6 +54,7 @@ def warm_cache(jobs: int, variants: list[str]) -> int:
     processes."""
     from bench.fwd_perf import KERNEL_MODES, warm_in_processes
     from fm4.cute_kernels.bwd_launch import tile_shape_bwd
+    from fm4.cute_kernels.bwd_sm90 import dq_lazy_zero_on
 
     tile_m, tile_n = tile_shape_bwd(128)
     jobs_list = [
@@ -56,7 +62,11 @@ def warm_cache(jobs: int, variants: list[str]) -> int:
         for name in variants
         for c, n in KERNEL_MODES
     ]
-    jobs_list += [("pre", ("BFloat16", 128, False, tile_m), {}), ("post", ("BFloat16", 128), {})]
+    for first in {dq_lazy_zero_on(False, VARIANTS[name].get("dq_lazy_zero")) for name in variants}:
+        jobs_list += [
+            ("pre", ("BFloat16", 128, False, tile_m, not first), {}),
+            ("post", ("BFloat16", 128, first), {}),
+        ]
     return warm_in_processes(_warm_one, jobs_list, jobs, "backward")
 
 
@@ -66,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--masks", default="causal,sliding_window,document,share_question")
     ap.add_argument("--variants", default="default,pds2")
-    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=10, help="timed calls per variant and round")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median of them)")
     ap.add_argument("--peers", default="fa4_dense,fa4_mask_mod", help="'none' for fm4 only")
     ap.add_argument("--warm-cache", action="store_true", help="compile into FM4_CACHE_DIR only")
     ap.add_argument("--jobs", type=int, default=16, help="processes for --warm-cache")
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.peers import Fa4Dense, Fa4MaskMod, make_inputs
     from bench.runner import time_direction
     from bench.suite import Case
-    from bench.timing import time_cuda
+    from bench.timing import interleaved_medians, time_cuda
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90, tile_shape_bwd
     from fm4.masks.tiles import build_tile_lists
 
@@ -105,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             lists = build_tile_lists(sri, causal, S, S, *tile_shape_bwd(D), backward=True)
         row = {"mask": mask, "gflop": mask_work(m, B, H, D).flops_block("bwd") / 1e9}
         ref = None
+        runs = {}
         for name in variants:
             opts = VARIANTS[name]
 
@@ -121,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 pairs = zip(grads, ref, strict=True)
                 diff = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
                 row[f"{name}_maxdiff"] = diff
-            row[name] = time_cuda(run, **kw).median_ms
+            runs[name] = run
+        row.update(interleaved_medians(runs, args.rounds, lambda r: time_cuda(r, **kw).median_ms))
         for impl_cls, label in ((Fa4Dense, "fa4_dense"), (Fa4MaskMod, "fa4_mask_mod")):
             if label not in peers:
                 continue

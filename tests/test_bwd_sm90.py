@@ -31,10 +31,10 @@ import json
 import sys
 from fm4.cute_kernels import bwd_launch as L
 what, dtype, d = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if what == "pre":
-    L._compile_pre(dtype, d, sys.argv[4] == "1", 64)
-elif what == "post":
-    L._compile_post(dtype, d)
+if what == "pre":  # has_dlse, zero_dq_accum
+    L._compile_pre(dtype, d, sys.argv[4] == "1", 64, sys.argv[5] == "1")
+elif what == "post":  # has_tickets
+    L._compile_post(dtype, d, sys.argv[4] == "1")
 else:
     knobs = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
     L._compile_bwd(dtype, d, sys.argv[4] == "1", int(sys.argv[5]), sys.argv[6] == "1", **knobs)
@@ -97,6 +97,12 @@ def test_bwd_main_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds
     assert "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32" in ptx
     if deterministic:  # the semaphores that order the additions
         assert "ld.acquire.gpu" in ptx and "red.release.gpu" in ptx
+    # Note [dQ lazy zero]: an m_block's first visitor zeroes its tile (a ticket, a flag, proxy
+    # fences); deterministic mode has the preprocess zero the accumulator instead
+    lazy_zero = all(
+        op in ptx for op in ("atom.relaxed.gpu", "fence.proxy.async.global", "red.release.gpu")
+    )
+    assert lazy_zero == (not deterministic)
     assert "st.local" not in ptx and "ld.local" not in ptx
     rep = _ptxas_report(tmp_path, ptx_file)
     if rep is not None:
@@ -204,12 +210,13 @@ def test_bwd_persistent_options():
 @pytest.mark.parametrize(
     "args",
     [
-        ["pre", "BFloat16", "128", "0"],
-        ["pre", "Float16", "64", "1"],
-        ["post", "BFloat16", "128"],
-        ["post", "Float16", "64"],
-        ["pre", "BFloat16", "256", "1"],
-        ["post", "BFloat16", "256"],
+        ["pre", "BFloat16", "128", "0", "0"],
+        ["pre", "Float16", "64", "1", "1"],
+        ["pre", "BFloat16", "128", "0", "1"],
+        ["post", "BFloat16", "128", "1"],
+        ["post", "Float16", "64", "0"],
+        ["pre", "BFloat16", "256", "1", "0"],
+        ["post", "BFloat16", "256", "1"],
     ],
 )
 def test_bwd_prepost_compile_for_sm90a(tmp_path, args):
@@ -217,6 +224,10 @@ def test_bwd_prepost_compile_for_sm90a(tmp_path, args):
     assert "st.local" not in ptx and "ld.local" not in ptx
     if args[0] == "pre":
         assert "shfl.sync.bfly" in ptx  # row sums of dO * O across the row's threads
+        # The accumulator's zero fill (16-byte stores), only when asked for (deterministic)
+        assert ("st.global.v4" in ptx) == (args[4] == "1")
+    else:  # with tickets: one 4-byte load of the m_block's ticket (Note [dQ lazy zero])
+        assert ("ld.global.b32" in ptx) == (args[3] == "1")
     rep = _ptxas_report(tmp_path, ptx_file)
     if rep is not None:
         assert "0 bytes spill stores" in rep, rep[-2000:]
@@ -763,3 +774,88 @@ def test_bwd_direct_store_matches_tma_store(causal, n):
     _, dk0, dv0 = attention_bwd_sm90(*call)
     got = attention_bwd_sm90(*call, kernel_options=DIRECT)
     assert torch.equal(got[1], dk0) and torch.equal(got[2], dv0)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the dQ accumulator zeroed by the main kernel (Note [dQ lazy zero]): every torch.empty of
+# the call comes back poisoned (NaN floats, tickets / semaphores with the flag set), so a tile
+# added to before it is zeroed, an unzeroed ticket or an unvisited m_block read by the
+# postprocess shows up as NaN or a wrong dQ
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    real_empty = torch.empty
+
+    def empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        elif t.dtype == torch.int32:
+            t.fill_(0x5A5A5A5A)  # bit 30 (DQ_STORED_FLAG) set, low bits nonzero
+        return t
+
+    monkeypatch.setattr(torch, "empty", empty)
+
+
+FIRST_STORE_CASES = [
+    # (sq, sk, causal, n): full with 16 n_blocks (all visit every m_block), causal, bounds
+    (1000, 2000, False, 0),
+    (1023, 1024, True, 0),
+    (777, 1100, False, 2),
+    (333, 517, False, 4),
+    (555, 700, True, 1),
+]
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("sq,sk,causal,n", FIRST_STORE_CASES)
+@pytest.mark.parametrize(
+    "knobs",
+    [None, {"dq_lazy_zero": False}, {"persistent": True}, {"sdp_swapab": False}],
+)
+def test_bwd_dq_lazy_zero_poisoned(poisoned_empty, sq, sk, causal, n, knobs):
+    gen = torch.Generator().manual_seed(700 + sq + n)
+    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda() if n else None
+    _run_and_check(q, k, v, dout, sri, causal, kernel_options=knobs)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("knobs", [None, {"persistent": True}, {"sdp_swapab": False}])
+def test_bwd_dq_lazy_zero_unvisited_m_blocks_poisoned(poisoned_empty, knobs):
+    """Rows [0, 300) see nothing: their m_blocks have no visitor, dq there is exactly 0."""
+    _check_fully_masked_rows_and_columns(knobs)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("mode", ["causal", "bounds4"])
+def test_bwd_deterministic_poisoned(poisoned_empty, mode):
+    """Deterministic mode zeroes its accumulator and semaphores in the preprocess."""
+    _check_deterministic_bitwise(mode, None)
+
+
+@pytest.mark.gpu
+@needs_cutlass
+@needs_sm90
+@pytest.mark.parametrize("causal,n", [(False, 0), (True, 2)])
+def test_bwd_dq_lazy_zero_matches_zero_fill(causal, n):
+    """dK / dV bitwise equal to the zero-filled accumulator's, dq within tolerance."""
+    from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
+    from fm4.reference import attention_ref
+    from fm4.testing import check_attention_grads
+
+    gen = torch.Generator().manual_seed(800 + n)
+    q, k, v, dout = _inputs(2, 900, 1300, 4, 2, 128, torch.bfloat16, gen_seed=n)
+    sri = random_bounds(2, 2, 900, 1300, n, gen, causal).cuda() if n else None
+    out, lse = attention_ref(q, k, v, sri, causal)
+    call = (dout, q, k, v, out, lse, sri, causal)
+    ref = attention_bwd_sm90(*call, kernel_options={"dq_lazy_zero": False})
+    got = attention_bwd_sm90(*call, kernel_options={"dq_lazy_zero": True})
+    assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
+    check_attention_grads(dout, q, k, v, sri, causal, got)

@@ -6,11 +6,13 @@ bounds with n in {1, 2, 4}, dlse (gradient of the lse output), CUDA tensors on a
 Not supported: head_dim_v != head_dim, varlen (``can_implement`` says why).
 ``deterministic=True``: dQ added in a fixed order (Note [Deterministic dQ] in ``bwd_sm90.py``).
 
-Three launches: the preprocess (Delta, lse in log2, zeroed fp32 dQ accumulator), the main
-kernel (dK, dV written in the input dtype; dQ added into the accumulator), the postprocess
-(dQ * scale in the input dtype). The compile cache is keyed on the compile-time configuration
-only (dtype, head dim, causal, number of bounds, deterministic, tile shape; dlse for the
-preprocess); batch, lengths and head counts are symbolic.
+Three launches: the preprocess (Delta, lse in log2, zeroed dQ tickets; in deterministic mode
+zeroed semaphores and a zeroed fp32 dQ accumulator), the main kernel (dK, dV written in the
+input dtype; dQ added into the accumulator, zeroed one m_block ahead, Note [dQ lazy zero]
+in ``bwd_sm90.py``), the postprocess (dQ * scale in the input dtype). The compile cache is keyed
+on the compile-time configuration only (dtype, head dim, causal, number of bounds,
+deterministic, tile shape; dlse and the zero fill for the preprocess, the tickets for the
+postprocess); batch, lengths and head counts are symbolic.
 
 """
 
@@ -108,21 +110,21 @@ def _compile_bwd(
             _fake(cutlass.Int32, (b, hm_l, n_blocks), 1),
             _fake(cutlass.Int32, (b, hm_l, n_blocks, m_blocks), 1),
         ]
-    sem = None
-    fwd_lists = (None, None, None, None)
-    if deterministic:
-        sem = _fake(cutlass.Int32, (b, h, cute.sym_int()), 1)
-        if n_bounds:
-            hm, m_blocks, n_blocks = mask_args[1].shape[1], cute.sym_int(), cute.sym_int()
-            fwd_lists = (
-                _fake(cutlass.Int32, (b, hm, m_blocks), 1),
-                _fake(cutlass.Int32, (b, hm, m_blocks, n_blocks), 1),
-                _fake(cutlass.Int32, (b, hm, m_blocks), 1),
-                _fake(cutlass.Int32, (b, hm, m_blocks, n_blocks), 1),
-            )
     kernel = FlashMaskBwdSm90(
         dtype, head_dim, causal, n_bounds, deterministic, tile_m, tile_n, **variant
     )
+    sem = None  # deterministic: the semaphores; dq_lazy_zero: the tickets
+    if deterministic or kernel.dq_lazy_zero:
+        sem = _fake(cutlass.Int32, (b, h, cute.sym_int()), 1)
+    fwd_lists = (None, None, None, None)
+    if deterministic and n_bounds:
+        hm, m_blocks, n_blocks = mask_args[1].shape[1], cute.sym_int(), cute.sym_int()
+        fwd_lists = (
+            _fake(cutlass.Int32, (b, hm, m_blocks), 1),
+            _fake(cutlass.Int32, (b, hm, m_blocks, n_blocks), 1),
+            _fake(cutlass.Int32, (b, hm, m_blocks), 1),
+            _fake(cutlass.Int32, (b, hm, m_blocks, n_blocks), 1),
+        )
     counter = _fake(cutlass.Int32, (1,), 1) if kernel.persistent else None
     return cute.compile(
         kernel,
@@ -146,7 +148,9 @@ def _compile_bwd(
     )
 
 
-def _compile_pre(dtype_name: str, head_dim: int, has_dlse: bool, tile_m: int) -> Any:
+def _compile_pre(
+    dtype_name: str, head_dim: int, has_dlse: bool, tile_m: int, zero_dq_accum: bool = True
+) -> Any:
     """Compile the preprocess for sm_90a; the arguments are the cache key."""
     import cutlass
     import cutlass.cute as cute
@@ -162,7 +166,8 @@ def _compile_pre(dtype_name: str, head_dim: int, has_dlse: bool, tile_m: int) ->
     dlse = _fake(cutlass.Float32, (b, h, s_q), 1) if has_dlse else None
     lse2, delta = (_fake(cutlass.Float32, (b, h, s_qp), 1) for _ in range(2))
     dq_accum = _fake(cutlass.Float32, (b, h, s_qp, head_dim), 4)
-    kernel = FlashMaskBwdPreprocess(dtype, head_dim, has_dlse, tile_m)
+    sem = _fake(cutlass.Int32, (b, h, cute.sym_int()), 1)
+    kernel = FlashMaskBwdPreprocess(dtype, head_dim, has_dlse, tile_m, zero_dq_accum)
     return cute.compile(
         kernel,
         o,
@@ -172,12 +177,13 @@ def _compile_pre(dtype_name: str, head_dim: int, has_dlse: bool, tile_m: int) ->
         lse2,
         delta,
         dq_accum,
+        sem,
         fake_env_stream(),
         options=compile_options("sm_90a"),
     )
 
 
-def _compile_post(dtype_name: str, head_dim: int) -> Any:
+def _compile_post(dtype_name: str, head_dim: int, has_tickets: bool = False) -> Any:
     """Compile the postprocess for sm_90a; the arguments are the cache key."""
     import cutlass
     import cutlass.cute as cute
@@ -190,11 +196,13 @@ def _compile_post(dtype_name: str, head_dim: int) -> Any:
     b, s_q, s_qp, h = (cute.sym_int() for _ in range(4))
     dq_accum = _fake(cutlass.Float32, (b, h, s_qp, head_dim), 4)
     dq = _fake(dtype, (b, s_q, h, head_dim), 8)
-    kernel = FlashMaskBwdPostprocess(dtype, head_dim)
+    tickets = _fake(cutlass.Int32, (b, h, cute.sym_int()), 1) if has_tickets else None
+    kernel = FlashMaskBwdPostprocess(dtype, head_dim, has_tickets)
     return cute.compile(
         kernel,
         dq_accum,
         dq,
+        tickets,
         cutlass.Float32(1.0),
         fake_env_stream(),
         options=compile_options("sm_90a"),
@@ -255,10 +263,13 @@ def attention_bwd_sm90(
     n_bounds = 0
     mask_args: list[torch.Tensor | None] = [None] * 5
     fwd_lists: tuple = (None, None, None, None)
-    # Deterministic: one semaphore per (b, h, m_block), counting the dQ additions done.
-    sem = None
-    if deterministic:
-        sem = torch.zeros(B, H, sq_pad // tile_m, dtype=torch.int32, device=dev)
+    # One int32 per (b, h, m_block), zeroed by the preprocess: deterministic, the semaphores
+    # counting the dQ additions done; otherwise (default dq_lazy_zero) the tickets of Note
+    # [dQ lazy zero]: the main kernel, not the preprocess, then zeroes the accumulator.
+    from fm4.cute_kernels.bwd_sm90 import dq_lazy_zero_on
+
+    lazy_zero = dq_lazy_zero_on(deterministic, opts.get("dq_lazy_zero"))
+    sem = torch.empty(B, H, sq_pad // tile_m, dtype=torch.int32, device=dev)
     if startend_row_indices is not None:
         n_bounds = startend_row_indices.shape[-1]
         if tile_lists is None:
@@ -291,7 +302,7 @@ def attention_bwd_sm90(
     from fm4.cute_kernels.compile_utils import compile_key, get_or_compile, launch_on
 
     dtype_name = TORCH_TO_CUTLASS_NAMES[q.dtype]
-    key_pre = (dtype_name, D, dlse is not None, tile_m)
+    key_pre = (dtype_name, D, dlse is not None, tile_m, not lazy_zero)
     pre = get_or_compile(
         _compiled_pre, key_pre, lambda: _compile_pre(*key_pre), name="bwd_pre_sm90"
     )
@@ -302,13 +313,13 @@ def attention_bwd_sm90(
         lambda: _compile_bwd(*key, **opts),
         name="bwd_sm90",
     )
-    key_post = (dtype_name, D)
+    key_post = (dtype_name, D, lazy_zero)
     post = get_or_compile(
         _compiled_post, key_post, lambda: _compile_post(*key_post), name="bwd_post_sm90"
     )
     lse_c = lse.contiguous()
     dlse_c = None if dlse is None else dlse.to(torch.float32).contiguous()
-    launch_on(dev, pre, out, dout, lse_c, dlse_c, lse2, delta, dq_accum)
+    launch_on(dev, pre, out, dout, lse_c, dlse_c, lse2, delta, dq_accum, sem)
     counter, grid = None, 0
     if persistent:  # Note [Persistent backward]: one CTA per SM, a zeroed item counter
         from fm4.cute_kernels.fwd_launch import sm_count
@@ -331,10 +342,10 @@ def attention_bwd_sm90(
         dv,
         scale,
         *mask_args,
-        sem,
+        sem if deterministic or lazy_zero else None,
         *fwd_lists,
         counter,
         grid,
     )
-    launch_on(dev, post, dq_accum, dq, scale)
+    launch_on(dev, post, dq_accum, dq, sem if lazy_zero else None, scale)
     return dq, dk, dv

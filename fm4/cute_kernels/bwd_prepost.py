@@ -5,10 +5,14 @@ Preprocess (``FlashMaskBwdPreprocess``), per (b, h, row) of the padded query len
     lse_log2[b, h, i]  = lse[b, h, i] * log2(e), or +inf where lse == -inf (a row that sees
                          nothing) and on padding rows i >= s_q, so that the main kernel's
                          P = exp2(S * scale_log2 - lse_log2) is exactly 0 there
-    dQaccum[b, h, i, :] = 0                                                      (fp32)
+    dQsem[b, h, i // tile_m] = 0                                               (int32)
+    dQaccum[b, h, i, :] = 0 only with ``zero_dq_accum`` (deterministic mode; otherwise the main
+                         kernel zeroes each m_block's tile before its first use: Note [dQ lazy
+                         zero] in ``bwd_sm90.py``)                                  (fp32)
 Postprocess (``FlashMaskBwdPostprocess``):
     dQ[b, i, h, :] = (dQaccum[b, h, i, :] * softmax_scale).to(dtype), dQaccum read in the main
-    kernel's order (Note [dQ accumulator layout] in ``bwd_sm90.py``)
+    kernel's order (Note [dQ accumulator layout] in ``bwd_sm90.py``); with tickets, 0 where
+    the m_block's ticket is 0 (no n_block visited it: the accumulator was never written)
 
 Supported: bf16 / fp16, the main kernel's head dims; symbolic lengths. Not supported: varlen.
 Both kernels are memory bound and simple. Preprocess: D / 8 threads per row, each moving 8
@@ -34,15 +38,25 @@ LOG2_E = math.log2(math.e)
 
 
 class FlashMaskBwdPreprocess:
-    """Delta, lse in the log2 domain, and a zeroed dQ accumulator (see the module docstring)."""
+    """Delta, lse in the log2 domain, zeroed dQ semaphores / tickets and, with
+    ``zero_dq_accum``, a zeroed dQ accumulator (see the module docstring)."""
 
-    def __init__(self, dtype: type[cutlass.Numeric], head_dim: int, has_dlse: bool, tile_m: int):
+    def __init__(
+        self,
+        dtype: type[cutlass.Numeric],
+        head_dim: int,
+        has_dlse: bool,
+        tile_m: int,
+        zero_dq_accum: bool = True,
+    ):
         tpr = head_dim // ELEMS_PER_THREAD
         if head_dim % ELEMS_PER_THREAD or tpr > 32 or tpr & (tpr - 1):
             raise ValueError(f"head_dim {head_dim}: needs 8, 16, 32, 64, 128 or 256")
         self.dtype = dtype
         self.head_dim = head_dim
         self.has_dlse = has_dlse
+        self.tile_m = tile_m
+        self.zero_dq_accum = zero_dq_accum
         self.threads_per_row = head_dim // ELEMS_PER_THREAD
         self.rows_per_cta = PREPOST_THREADS // self.threads_per_row
         # The padded length is a multiple of tile_m: the grid covers it exactly.
@@ -57,7 +71,8 @@ class FlashMaskBwdPreprocess:
         mdLSE: cute.Tensor | None,  # (b, h, s_q) fp32
         mLSElog2: cute.Tensor,  # (b, h, s_q_padded) fp32, out
         mDelta: cute.Tensor,  # (b, h, s_q_padded) fp32, out
-        mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d) fp32, out (zeroed)
+        mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d) fp32, out (zeroed if zero_dq_accum)
+        mdQsem: cute.Tensor,  # (b, h, s_q_padded / tile_m) int32, out (zeroed)
         stream: cuda.CUstream,
     ):
         grid = (
@@ -65,7 +80,7 @@ class FlashMaskBwdPreprocess:
             cute.size(mLSElog2.shape[1]),
             cute.size(mLSElog2.shape[0]),
         )
-        self.kernel(mO, mdO, mLSE, mdLSE, mLSElog2, mDelta, mdQaccum).launch(
+        self.kernel(mO, mdO, mLSE, mdLSE, mLSElog2, mDelta, mdQaccum, mdQsem).launch(
             grid=grid, block=[PREPOST_THREADS, 1, 1], stream=stream
         )
 
@@ -79,6 +94,7 @@ class FlashMaskBwdPreprocess:
         mLSElog2: cute.Tensor,  # (b, h, s_q_padded)
         mDelta: cute.Tensor,  # (b, h, s_q_padded)
         mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d)
+        mdQsem: cute.Tensor,  # (b, h, s_q_padded / tile_m)
     ):
         tidx, _, _ = cute.arch.thread_idx()
         bidx, head, batch = cute.arch.block_idx()
@@ -88,9 +104,13 @@ class FlashMaskBwdPreprocess:
         seqlen_q = mO.shape[1]
         vec = (ELEMS_PER_THREAD,)
 
-        zeros = cute.make_rmem_tensor(ELEMS_PER_THREAD, Float32)
-        zeros.fill(0.0)
-        cute.autovec_copy(zeros, cute.local_tile(mdQaccum[batch, head, row, None], vec, (chunk,)))
+        if row % self.tile_m == 0 and chunk == 0:
+            mdQsem[batch, head, row // self.tile_m] = Int32(0)
+        if const_expr(self.zero_dq_accum):
+            zeros = cute.make_rmem_tensor(ELEMS_PER_THREAD, Float32)
+            zeros.fill(0.0)
+            dst = cute.local_tile(mdQaccum[batch, head, row, None], vec, (chunk,))
+            cute.autovec_copy(zeros, dst)
 
         dot = Float32(0.0)
         if row < seqlen_q:
@@ -125,7 +145,10 @@ class FlashMaskBwdPostprocess:
     8K, D 128 on an H100, against 1.07 ms for FA4's postprocess.)
     """
 
-    def __init__(self, dtype: type[cutlass.Numeric], head_dim: int):
+    def __init__(self, dtype: type[cutlass.Numeric], head_dim: int, has_tickets: bool = False):
+        """``has_tickets``: the main kernel zeroed the accumulator's tiles it used; read the
+        m_block's ticket word first and write zeros where it is 0 (no visitor: the tile was
+        never written; Note [dQ lazy zero] in ``bwd_sm90.py``)."""
         from fm4.cute_kernels.bwd_sm90 import TILE_CONFIG_BWD_SM90
 
         if head_dim not in TILE_CONFIG_BWD_SM90:
@@ -134,6 +157,7 @@ class FlashMaskBwdPostprocess:
             )
         self.dtype = dtype
         self.head_dim = head_dim
+        self.has_tickets = has_tickets
         self.tile_m, self.tile_n, _ = TILE_CONFIG_BWD_SM90[head_dim]
 
     @cute.jit
@@ -141,6 +165,7 @@ class FlashMaskBwdPostprocess:
         self,
         mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d) fp32, Note [dQ accumulator layout]
         mdQ: cute.Tensor,  # (b, s_q, h, d), out
+        mdQticket: cute.Tensor | None,  # (b, h, s_q_padded / tile_m) int32 if has_tickets
         softmax_scale: Float32,
         stream: cuda.CUstream,
     ):
@@ -152,7 +177,7 @@ class FlashMaskBwdPostprocess:
             cute.size(mdQ.shape[2]),
             cute.size(mdQ.shape[0]),
         )
-        self.kernel(mdQaccum, mdQ, softmax_scale, mma_dq).launch(
+        self.kernel(mdQaccum, mdQ, mdQticket, softmax_scale, mma_dq).launch(
             grid=grid, block=[128 * NUM_CONSUMER_WARPGROUPS, 1, 1], stream=stream
         )
 
@@ -161,6 +186,7 @@ class FlashMaskBwdPostprocess:
         self,
         mdQaccum: cute.Tensor,  # (b, h, s_q_padded, d)
         mdQ: cute.Tensor,  # (b, s_q, h, d)
+        mdQticket: cute.Tensor | None,  # (b, h, s_q_padded / tile_m)
         softmax_scale: Float32,
         mma_dq: cute.TiledMma,
     ):
@@ -178,7 +204,13 @@ class FlashMaskBwdPostprocess:
         )
         src = cute.make_tensor(src_ptr, cute.make_layout((4, n_vals // 4), stride=(1, 512)))
         vals = cute.make_rmem_tensor(n_vals, Float32)
-        cute.autovec_copy(src, cute.make_tensor(vals.iterator, cute.make_layout((4, n_vals // 4))))
+        vals_4 = cute.make_tensor(vals.iterator, cute.make_layout((4, n_vals // 4)))
+        if const_expr(self.has_tickets):
+            vals.fill(0.0)
+            if mdQticket[batch, head, m_block] != 0:
+                cute.autovec_copy(src, vals_4)
+        else:
+            cute.autovec_copy(src, vals_4)
         out = cute.make_rmem_tensor(n_vals, self.dtype)
         out.store((vals.load() * softmax_scale).to(self.dtype))
         # Through smem, so that global memory sees whole rows: values e and e + 1 are adjacent

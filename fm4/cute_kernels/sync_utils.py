@@ -3,8 +3,11 @@
 * ``bulk_reduce_add_f32``: ``cp.reduce.async.bulk`` of a contiguous fp32 range from shared to
   global memory (element-wise add, performed by the bulk-copy engine; tracked by the issuing
   thread's bulk groups: ``cute.arch.cp_async_bulk_commit_group`` / ``..._wait_group``).
-* ``ld_acquire_gpu`` / ``red_release_add_gpu``: a semaphore read with acquire and an increment
-  with release semantics at GPU scope (the deterministic dQ order of the backward).
+* ``ld_acquire_gpu`` / ``red_release_add_gpu`` / ``atom_add_relaxed_gpu``: a semaphore read
+  with acquire, an increment with release, and a relaxed fetch-and-add at GPU scope (the
+  backward's dQ hand-offs: Notes [Deterministic dQ] and [dQ lazy zero]).
+* ``fence_proxy_async_global``: orders this thread's generic-proxy and async-proxy (bulk copy)
+  accesses to global memory (between zeros or a flag and the bulk reductions they guard).
 * ``thread_idx_x_here``: ``threadIdx.x`` read where it is written (a volatile read the compiler
   keeps in place), so that values derived from it inside a loop are not hoisted out of it.
 """
@@ -34,6 +37,37 @@ def bulk_reduce_add_f32(
         has_side_effects=True,
         is_align_stack=False,
         asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+
+
+@dsl_user_op
+def fence_proxy_async_global(*, loc=None, ip=None) -> None:
+    """``fence.proxy.async.global``: this thread's global-memory accesses through the generic
+    proxy (loads, atomics) and through the async proxy (bulk copies) are ordered across it."""
+    llvm.inline_asm(
+        None,
+        [],
+        "fence.proxy.async.global;",
+        "",
+        has_side_effects=True,
+        is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+
+
+@dsl_user_op
+def atom_add_relaxed_gpu(ptr: cute.Pointer, val: int | Int32, *, loc=None, ip=None) -> Int32:
+    """``old = *ptr; *ptr += val`` (int32), relaxed, at GPU scope; returns ``old``."""
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [ptr.llvm_ptr, Int32(val).ir_value(loc=loc, ip=ip)],
+            "atom.relaxed.gpu.global.add.s32 $0, [$1], $2;",
+            "=r,l,r",
+            has_side_effects=True,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
     )
 
 
