@@ -64,23 +64,17 @@ KERNEL_MODES = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2), (False,
 
 
 def kernel_mask_args(mask, head_dim: int) -> list:
-    """The forward kernel's five mask arguments for a registry mask (its bounds and forward
-    tile lists, built here; five Nones without bounds)."""
-    from fm4.cute_kernels.fwd_launch import tile_shape
+    """The forward kernel's six mask arguments for a registry mask (its bounds, forward tile
+    lists and bound codes, built here; six Nones without bounds)."""
+    from fm4.cute_kernels.fwd_launch import fwd_mask_args, tile_shape
     from fm4.masks.tiles import build_tile_lists
 
     sri = mask.startend_row_indices
     if sri is None:
-        return [None] * 5
+        return [None] * 6
     sq, sk = mask.seqlen_q, mask.seqlen_k
     tl = build_tile_lists(sri, bool(mask.causal), sq, sk, *tile_shape(head_dim), backward=False)
-    return [
-        sri.contiguous(),
-        tl.fwd_partial_cnt.contiguous(),
-        tl.fwd_partial_idx.contiguous(),
-        tl.fwd_full_cnt.contiguous(),
-        tl.fwd_full_idx.contiguous(),
-    ]
+    return fwd_mask_args(sri, tl)
 
 
 def compile_variant(head_dim: int, causal: bool, n_bounds: int, arch: str | None, **kw):

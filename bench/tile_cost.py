@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.fwd_perf import VARIANTS, compile_all
     from bench.timing import interleaved_medians
-    from fm4.cute_kernels.fwd_launch import persistent_args, sm_count
+    from fm4.cute_kernels.fwd_launch import fwd_mask_args, persistent_args, sm_count
     from fm4.masks.tiles import build_tile_lists
 
     dev = torch.device("cuda")
@@ -285,14 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         nb = 0 if sri is None else sri.shape[-1]
         if sri is not None:
             tl = build_tile_lists(sri, causal, S, S, TILE, TILE, backward=False)
-            lists = [tl.fwd_partial_cnt, tl.fwd_partial_idx, tl.fwd_full_cnt, tl.fwd_full_idx]
-            mask_args = [sri, *lists]
+            mask_args = fwd_mask_args(sri, tl)
             heads = B * sri.shape[1]
             visited = (tl.fwd_partial_cnt.sum() + tl.fwd_full_cnt.sum()).item() / heads
             partial = tl.fwd_partial_cnt.sum().item() / heads
             rows = ((tl.fwd_partial_cnt + tl.fwd_full_cnt) > 0).sum().item() / heads
         else:
-            mask_args = [None] * 5
+            mask_args = [None] * 6
             mt = S // TILE
             visited = mt * (mt + 1) / 2 if causal else mt * mt
             partial, rows = (mt if causal else 0), mt

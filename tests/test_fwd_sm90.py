@@ -47,6 +47,9 @@ _COMPILE_SCRIPT = textwrap.dedent(
         ("Float16", 64, False, 4, "{}"),
         # the persistent kernel without tile_overlap (one Q stage) and the "cta" O store
         ("BFloat16", 128, True, 2, '{"tile_overlap": false, "o_store": "cta"}'),
+        # bound codes (the default with bounds) for n = 1; n = 4 without them (v1 bits)
+        ("BFloat16", 128, True, 1, "{}"),
+        ("BFloat16", 128, False, 4, '{"bound_codes": false}'),
     ],
 )
 def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds, knobs):
@@ -84,6 +87,29 @@ def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds, knobs):
         )
         assert rep.returncode == 0, rep.stderr[-4000:]
         assert "0 bytes spill stores" in rep.stderr, rep.stderr[-2000:]
+
+
+@needs_cutlass
+def test_bound_codes_knob():
+    """bound_codes: the default with bounds unless mask_impl is given; clear errors otherwise."""
+    import cutlass
+
+    from fm4.cute_kernels.fwd_sm90 import BOUND_CODES, FlashMaskFwdSm90
+
+    bf16 = cutlass.BFloat16
+    assert FlashMaskFwdSm90(bf16, 128, True, 1).bound_codes == BOUND_CODES
+    assert FlashMaskFwdSm90(bf16, 128, False, 4).mask_impl == ("codes" if BOUND_CODES else "v1")
+    assert not FlashMaskFwdSm90(bf16, 128, True, 0).bound_codes
+    assert FlashMaskFwdSm90(bf16, 128, True, 2, mask_impl="v2").mask_impl == "v2"
+    assert FlashMaskFwdSm90(bf16, 128, True, 2, bound_codes=False).mask_impl == "v2"
+    with pytest.raises(ValueError, match="needs bounds"):
+        FlashMaskFwdSm90(bf16, 128, True, 0, bound_codes=True)
+    with pytest.raises(ValueError, match="replaces mask_impl"):
+        FlashMaskFwdSm90(bf16, 128, True, 1, bound_codes=True, mask_impl="v1")
+    with pytest.raises(ValueError, match="mask_impl must be"):
+        FlashMaskFwdSm90(bf16, 128, True, 1, mask_impl="codes")
+    with pytest.raises(ValueError, match="mask_at"):
+        FlashMaskFwdSm90(bf16, 128, True, 1, mask_at="split")
 
 
 @needs_cutlass
@@ -254,6 +280,30 @@ def test_fwd_writes_every_element():
         out, lse = attention_fwd_sm90(q, k, v, None, False)
         assert torch.isfinite(out).all() and torch.isfinite(lse).all()
     _check(q, k, v, None, False, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("causal,n", MODES)
+def test_fwd_bound_codes_or_not_bitwise(causal, n):
+    """Partial blocks' bits from the bound codes (default), from lists without codes (every
+    bound ACTIVE) and without codes at all (v1 / v2 bits) give bitwise the same out / lse."""
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90, tile_shape
+    from fm4.masks.tiles import TileLists, build_tile_lists
+
+    gen = torch.Generator().manual_seed(23 + n + 7 * causal)
+    B, S, H, D = 2, 1537, 4, 128
+    q, k, v = _inputs(B, S, S, H, 2, D, torch.bfloat16)
+    sri = random_bounds(B, 2, S, S, n, gen, causal).cuda()
+    lists = build_tile_lists(sri, causal, S, S, *tile_shape(D), backward=False)
+    assert lists.fwd_partial_code is not None
+    bare = TileLists.from_flags(lists.flags, *tile_shape(D), backward=False)
+    assert bare.fwd_partial_code is None
+    out, lse = attention_fwd_sm90(q, k, v, sri, causal, tile_lists=lists)
+    for tl, opts in ((bare, None), (lists, {"bound_codes": False})):
+        o2, l2 = attention_fwd_sm90(q, k, v, sri, causal, tile_lists=tl, kernel_options=opts)
+        assert torch.equal(o2, out) and torch.equal(l2, lse)
+    _check(q, k, v, sri, causal, out, lse)
 
 
 # The persistent kernel's knob sets: the default one ("persistent": the default kernel, except

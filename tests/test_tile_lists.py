@@ -58,8 +58,10 @@ def _check_ptx(ptx: str, arch: str, n: int | None, backward: bool, fill_tail: bo
     assert ops.count("vote.sync.ballot.b32") == 2 * walks  # partial and unmasked
     assert ops.count("popc.b32") == 4 * walks  # slot below the lane + row count, per list
     assert ops.count("st.global.b8") == 1  # the flags, forward rows only
-    # Per walk: 2 list entries, 2 counts, and 2 tail zeros with fill_tail.
-    assert ops.count("st.global.b32") == (6 if fill_tail else 4) * walks
+    # Per walk: 2 list entries, 2 counts, and 2 tail zeros with fill_tail; with bounds the
+    # forward walk also stores each partial entry's bound code (and its tail zero).
+    codes = 0 if n is None else (2 if fill_tail else 1)
+    assert ops.count("st.global.b32") == (6 if fill_tail else 4) * walks + codes
     assert not any("atom" in o or "red." in o for o in ops)  # no atomics
     assert "ld.local" not in ptx and "st.local" not in ptx  # no spills, no local arrays
 
@@ -135,8 +137,9 @@ def test_cpu_auto_stays_torch():
     sri = random_bounds(2, 2, 100, 90, 2, torch.Generator().manual_seed(0), False)
     a = build_tile_lists(sri, False, 100, 90, 16, 32)
     b = build_tile_lists(sri, False, 100, 90, 16, 32, impl="torch")
-    for f in FIELDS:
+    for f in (*FIELDS, "fwd_partial_code"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert a.fwd_partial_code is not None
     c = build_tile_lists(None, True, 100, 90, 16, 32, device="cpu")
     assert c.flags.device.type == "cpu" and c.flags.shape == (1, 1, 7, 3)
 
@@ -162,6 +165,17 @@ def _assert_same(got, want, backward: bool = True, whole: bool = True) -> None:
             raise AssertionError(f"{f} differs at {bad}")
     if not backward:
         assert got.bwd_partial_cnt is None
+    # Bound codes (Note [Bound codes]): per partial entry, with bounds only.
+    a, b = got.fwd_partial_code, want.fwd_partial_code
+    assert (a is None) == (b is None)
+    if a is not None:
+        assert a.device.type == "cuda" and a.dtype == b.dtype and a.shape == b.shape
+        a, b = a.cpu(), b.cpu()
+        valid = torch.arange(a.shape[-1]) < want.fwd_partial_cnt.cpu()[..., None]
+        if whole:
+            assert bool((a[~valid] == 0).all()), "fwd_partial_code: tail not zero"
+        if not torch.equal(a[valid], b[valid]):
+            raise AssertionError(f"fwd_partial_code differs at {(a != b).nonzero()[:5].tolist()}")
 
 
 def _both(sri, causal, sq, sk, tm, tn, backward=True, fill_tail=True, device=None):

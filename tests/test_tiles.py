@@ -10,11 +10,12 @@ from fm4.masks.tiles import (
     PARTIAL,
     SKIP,
     UNMASKED,
+    TileLists,
     block_minmax_torch,
     classify_tiles,
     classify_tiles_exact,
 )
-from tests.helpers import MODES, random_bounds
+from tests.helpers import MODES, dense_from_bounds_loops, random_bounds
 
 
 def brute_force_flags(dense: torch.Tensor, tile_m: int, tile_n: int) -> torch.Tensor:
@@ -173,3 +174,68 @@ def test_backward_lists_on_demand():
     fwd.add_backward()
     assert torch.equal(fwd.bwd_partial_idx, both.bwd_partial_idx)
     assert torch.equal(fwd.bwd_full_cnt, both.bwd_full_cnt)
+
+
+def _code_rule_masked(sri, codes, causal, sq, sk, tile_m, tile_n, b, h, mb, nb):
+    """The forward kernel's mask rule for partial tile (mb, nb) with its bound code: bound k is
+    compared element-wise (raw, not normalised) only when ACTIVE, else its constant is used
+    (Note [Bound codes]). bool [rows, cols] of the tile's valid rows / columns, True = masked."""
+    from fm4.masks.tiles import CODE_ACTIVE, CODE_ALWAYS
+
+    rows = torch.arange(mb * tile_m, min((mb + 1) * tile_m, sq))[:, None]
+    cols = torch.arange(nb * tile_n, min((nb + 1) * tile_n, sk))[None, :]
+    raw = sri[b, h, cols[0]].long()  # (cols, n): raw bounds, as the kernel reads them
+    n = raw.shape[-1]
+    code = int(codes[b, h, mb, nb])
+    ge = []
+    for k in range(n):
+        if (code >> (2 * k)) & CODE_ACTIVE:
+            ge.append(rows >= raw[None, :, k])
+        else:
+            const = bool((code >> (2 * k)) & CODE_ALWAYS)
+            ge.append(torch.full((rows.shape[0], cols.shape[1]), const))
+    if n == 1:
+        m = ge[0]
+    elif n == 2 and causal:
+        m = ge[0] & ~ge[1]
+    elif n == 2:
+        m = ge[0] | ~ge[1]
+    else:
+        m = (ge[0] & ~ge[1]) | (ge[2] & ~ge[3])
+    if causal:
+        m = m | (cols > rows + (sk - sq))
+    return m
+
+
+@pytest.mark.parametrize("causal,n", MODES)
+@pytest.mark.parametrize("sq,sk,tile_m,tile_n", [(67, 53, 16, 8), (130, 97, 32, 16)])
+def test_bound_codes_give_the_mask(causal, n, sq, sk, tile_m, tile_n):
+    """Note [Bound codes]: on every partial tile, comparing only the ACTIVE bounds (raw values,
+    empty intervals included) and taking the others' constants gives the exact mask."""
+    from fm4.masks.tiles import CODE_ACTIVE, bound_codes
+
+    gen = torch.Generator().manual_seed(7 + n + 10 * causal + sq)
+    n_const = 0
+    for trial in range(6):
+        sri = random_bounds(2, 2, sq, sk, n, gen, causal)
+        dense_masked = ~dense_from_bounds_loops(sri, causal, sq, sk)
+        minmax = block_minmax_torch(sri, causal, sq, tile_n)
+        codes = bound_codes(minmax, causal, sq, tile_m)
+        flags = classify_tiles(sri, causal, sq, sk, tile_m, tile_n)
+        lists = TileLists.from_flags(flags, tile_m, tile_n, backward=False, codes=codes)
+        assert int(codes.min()) >= 0 and int(codes.max()) < 4**n  # 2 bits per bound
+        for b, h, mb, nb in (flags == PARTIAL).nonzero().tolist():
+            want = dense_masked[
+                b, h, mb * tile_m : (mb + 1) * tile_m, nb * tile_n : (nb + 1) * tile_n
+            ]
+            got = _code_rule_masked(sri, codes, causal, sq, sk, tile_m, tile_n, b, h, mb, nb)
+            assert torch.equal(got, want), (trial, b, h, mb, nb, int(codes[b, h, mb, nb]))
+            code = int(codes[b, h, mb, nb])
+            n_const += sum(((code >> (2 * k)) & CODE_ACTIVE) == 0 for k in range(n))
+        # The lists carry each partial entry's code, zeros past the count.
+        cnt, idx, lc = lists.fwd_partial_cnt, lists.fwd_partial_idx, lists.fwd_partial_code
+        for b, h, mb in torch.cartesian_prod(*(torch.arange(s) for s in cnt.shape)).tolist():
+            c = int(cnt[b, h, mb])
+            assert lc[b, h, mb, :c].tolist() == codes[b, h, mb, idx[b, h, mb, :c].long()].tolist()
+            assert not lc[b, h, mb, c:].any()
+    assert n_const > 0, "no constant bound in any partial tile: the test would not see them"

@@ -23,7 +23,7 @@ SUPPORTED_HEAD_DIMS = (64, 128, 256)
 #: kernel's in some mode: one CTA per tile, the persistent kernel (the default kernel at D <= 128,
 #: `fwd_knobs` giving both the same compile key), and the experimental ones
 #: (`FlashMaskFwdSm90`'s ``o_store``, ``tile_overlap``, ``first_guard``, ``qk_desc``,
-#: ``pv_wait_after``). The GPU tests compare each with one CTA per tile, and
+#: ``pv_wait_after``, ``bound_codes``). The GPU tests compare each with one CTA per tile, and
 #: ``python -m bench.fwd_perf --warm-cache`` compiles them.
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
@@ -37,6 +37,8 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "qk_desc_view": {"persistent": True, "qk_desc": "view"},
     # the P V wait where ptxas puts it (before session 11)
     "pv_wait_free": {"pv_wait_after": 0},
+    # partial blocks' mask bits without the tile lists' bound codes (before session 14)
+    "no_codes": {"bound_codes": False},
 }
 
 
@@ -137,7 +139,7 @@ def _compile_fwd(
     v = _fake(dtype, (b, s_k, h_kv, head_dim), 8)
     o = _fake(dtype, (b, s_q, h, head_dim), 8)
     lse = _fake(cutlass.Float32, (b, h, s_q), 1)
-    mask_args: list[Any] = [None] * 5
+    mask_args: list[Any] = [None] * 6
     if n_bounds:
         hm, hm_l, m_blocks, n_blocks = (cute.sym_int() for _ in range(4))
         mask_args = [
@@ -146,6 +148,7 @@ def _compile_fwd(
             _fake(cutlass.Int32, (b, hm_l, m_blocks, n_blocks), 1),
             _fake(cutlass.Int32, (b, hm_l, m_blocks), 1),
             _fake(cutlass.Int32, (b, hm_l, m_blocks, n_blocks), 1),
+            _fake(cutlass.Int32, (b, hm_l, m_blocks, n_blocks), 1),  # bound codes
         ]
     kernel = FlashMaskFwdSm90(dtype, head_dim, causal, n_bounds, **variant)
     return cute.compile(
@@ -234,6 +237,28 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def fwd_mask_args(startend_row_indices: torch.Tensor | None, tile_lists: Any) -> list[Any]:
+    """The kernel's six mask arguments: bounds, the forward lists and each partial entry's
+    bound code (Note [Bound codes] in `fm4.masks.tiles`); lists made without codes (e.g.
+    `TileLists.from_flags` alone) get every bound ACTIVE (the full element-wise rule). All
+    None without bounds."""
+    if startend_row_indices is None:
+        return [None] * 6
+    from fm4.masks.tiles import ALL_ACTIVE
+
+    codes = tile_lists.fwd_partial_code
+    if codes is None:
+        codes = torch.full_like(tile_lists.fwd_partial_idx, ALL_ACTIVE)
+    return [
+        startend_row_indices.contiguous(),
+        tile_lists.fwd_partial_cnt.contiguous(),
+        tile_lists.fwd_partial_idx.contiguous(),
+        tile_lists.fwd_full_cnt.contiguous(),
+        tile_lists.fwd_full_idx.contiguous(),
+        codes.contiguous(),
+    ]
+
+
 def attention_fwd_sm90(
     q: torch.Tensor,  # (B, Sq, H, D)
     k: torch.Tensor,  # (B, Sk, Hkv, D)
@@ -273,7 +298,7 @@ def attention_fwd_sm90(
         out.zero_()
         lse.fill_(-math.inf)
         return out, lse
-    mask_args: list[torch.Tensor | None] = [None] * 5
+    mask_args: list[torch.Tensor | None] = [None] * 6
     if startend_row_indices is not None:
         tile_m, tile_n = tile_shape(D)
         if tile_lists is None:
@@ -287,13 +312,7 @@ def attention_fwd_sm90(
                 f"tile lists built for tiles {(tile_lists.tile_m, tile_lists.tile_n)}, "
                 f"the kernel uses {(tile_m, tile_n)}: build them with tile_shape({D})"
             )
-        mask_args = [
-            startend_row_indices.contiguous(),
-            tile_lists.fwd_partial_cnt.contiguous(),
-            tile_lists.fwd_partial_idx.contiguous(),
-            tile_lists.fwd_full_cnt.contiguous(),
-            tile_lists.fwd_full_idx.contiguous(),
-        ]
+        mask_args = fwd_mask_args(startend_row_indices, tile_lists)
     from fm4.cute_kernels.compile_utils import compile_key, get_or_compile, launch_on
 
     key = (TORCH_TO_CUTLASS_NAMES[q.dtype], D, bool(causal), n_bounds)

@@ -88,6 +88,7 @@ from cutlass.tensor_utils import LayoutEnum
 
 from fm4.cute_kernels.mask_apply import (
     apply_mask_bits,
+    bits_from_codes,
     bits_from_words,
     load_bound_words,
     mask_bits,
@@ -153,6 +154,12 @@ RESCALE_O_BEFORE_PV = False
 # faster with v2; the full mask not measured).
 def mask_impl_default(causal: bool, n_bounds: int) -> str:
     return "v2" if n_bounds in (1, 2) else "v1"
+
+
+# Bound codes (session 14): a partial block's bits from its bound code (Note [Bound codes] in
+# fm4.masks.tiles; `mask_apply.bits_from_codes`): only the bounds ACTIVE in the tile are loaded
+# and compared. Replaces mask_impl for kernels with bounds (knob ``bound_codes``).
+BOUND_CODES = True
 
 
 # When a tile's first block gets its mask bits (FlashMaskFwdSm90's docstring).
@@ -309,13 +316,17 @@ class FlashMaskFwdSm90:
         first_guard: bool = False,
         qk_desc: str | None = None,
         pv_wait_after: int | None = None,
+        bound_codes: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
         Tuning knobs (None: the tuning table's choice; see the table at the top of the file):
         p_cvt_asm: False (``TensorSSA.to``), True (inline-asm ``cvt`` for every block), or
-        "unmasked" (inline asm only in the loop over unmasked blocks). mask_impl: "v1"
-        (:func:`mask_bits`) or "v2" (:func:`load_bound_words` + :func:`bits_from_words`).
+        "unmasked" (inline asm only in the loop over unmasked blocks). bound_codes (default
+        ``BOUND_CODES`` with bounds, unless mask_impl is given): partial blocks' mask bits from
+        the tile lists' bound codes (:func:`bits_from_codes`: only the bounds ACTIVE in the tile
+        are loaded and compared); otherwise mask_impl: "v1" (:func:`mask_bits`) or "v2"
+        (:func:`load_bound_words` + :func:`bits_from_words`).
         mask_at: where a masked block's bits are made, "early" (before the block's GEMMs are
         issued), "late" (after they are issued, while Q K^T runs; v2 only) or "split" (bounds
         loaded early, bits made late; v2 only). mask_guard: with "late" / "split", make the bits
@@ -360,10 +371,23 @@ class FlashMaskFwdSm90:
         self.p_cvt_asm = p_cvt_asm_default(causal, n_bounds) if p_cvt_asm is None else p_cvt_asm
         if self.p_cvt_asm not in (False, True, "unmasked"):
             raise ValueError(f"p_cvt_asm must be False, True or 'unmasked', got {p_cvt_asm!r}")
-        self.mask_impl = mask_impl_default(causal, n_bounds) if mask_impl is None else mask_impl
-        self.mask_at = MASK_AT if mask_at is None else mask_at
-        if self.mask_impl not in ("v1", "v2"):
+        if mask_impl not in (None, "v1", "v2"):
             raise ValueError(f"mask_impl must be 'v1' or 'v2', got {mask_impl!r}")
+        if bound_codes is None:
+            bound_codes = BOUND_CODES and n_bounds > 0 and mask_impl is None
+        if bound_codes and n_bounds == 0:
+            raise ValueError("bound_codes=True needs bounds (n_bounds 1, 2 or 4)")
+        if bound_codes and mask_impl is not None:
+            raise ValueError(
+                f"bound_codes=True replaces mask_impl (got {mask_impl!r}): pass one of them"
+            )
+        self.bound_codes = bool(bound_codes)
+        self.mask_impl = mask_impl_default(causal, n_bounds) if mask_impl is None else mask_impl
+        if self.bound_codes:
+            self.mask_impl = "codes"
+        self.mask_at = MASK_AT if mask_at is None else mask_at
+        if self.mask_impl == "codes" and self.mask_at == "split":
+            raise ValueError("bound_codes=True makes its bits at once: mask_at 'early' or 'late'")
         if self.mask_at not in ("early", "late", "split"):
             raise ValueError(f"mask_at must be 'early', 'late' or 'split', got {mask_at!r}")
         self.mask_guard = mask_guard
@@ -438,6 +462,7 @@ class FlashMaskFwdSm90:
         mPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
         mFullCnt: cute.Tensor | None,  # (b, hm, m_blocks) int32
         mFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32
+        mPartialCode: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks) int32: bound codes
         max_ctas: Int32,  # persistent: the grid size (SM count); ignored otherwise
         mTileCounter: cute.Tensor | None,  # persistent: (1,) int32, zeroed; None otherwise
         stream: cuda.CUstream,
@@ -526,6 +551,7 @@ class FlashMaskFwdSm90:
             mPartialIdx,
             mFullCnt,
             mFullIdx,
+            mPartialCode,
             mTileCounter,
             tma_atom_Q,
             tma_atom_K,
@@ -560,6 +586,7 @@ class FlashMaskFwdSm90:
         mPartialIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks)
         mFullCnt: cute.Tensor | None,  # (b, hm, m_blocks)
         mFullIdx: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks)
+        mPartialCode: cute.Tensor | None,  # (b, hm, m_blocks, n_blocks)
         mTileCounter: cute.Tensor | None,  # (1,) tiles claimed beyond the first grid_x
         tma_atom_Q: cute.CopyAtom,
         tma_atom_K: cute.CopyAtom,
@@ -615,7 +642,7 @@ class FlashMaskFwdSm90:
         seqlen_k = mK.shape[0]
         num_tiles = cute.ceil_div(seqlen_q, self.tile_m) * mQ.shape[2] * mQ.shape[3]
         tiles = (bidx, num_tiles, grid_x, queue)
-        lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx)
+        lists = (mBounds, mPartialCnt, mPartialIdx, mFullCnt, mFullIdx, mPartialCode)
 
         if warp_idx < 4:
             cute.arch.setmaxregister_decrease(REGS_PRODUCER)
@@ -702,7 +729,7 @@ class FlashMaskFwdSm90:
         n_total = Int32(0)
         n_partial = Int32(0)
         if const_expr(self.has_lists):
-            head_m, n_partial, n_total = list_counts(lists[1:], batch, head, num_heads, m_block)
+            head_m, n_partial, n_total = list_counts(lists[1:5], batch, head, num_heads, m_block)
         else:
             n_block_max = cute.ceil_div(seqlen_k, self.tile_n)
             n_partial = Int32(1)
@@ -728,16 +755,19 @@ class FlashMaskFwdSm90:
         m_block, _, batch, head_m, n_partial, n_total = info
         mPIdx = None
         mFIdx = None
+        mPCode = None
         mBoundsCur = None
         if const_expr(self.has_lists):
-            mPIdx, mFIdx = list_idx_rows(lists[1:], batch, head_m, m_block)
+            mPIdx, mFIdx = list_idx_rows(lists[1:5], batch, head_m, m_block)
             mBoundsCur = lists[0][batch, head_m, None, None]
-        return (n_total, n_partial, mPIdx, mFIdx), mBoundsCur
+            if const_expr(self.mask_impl == "codes"):
+                mPCode = lists[5][batch, head_m, m_block, None]
+        return (n_total, n_partial, mPIdx, mFIdx, mPCode), mBoundsCur
 
     @cute.jit
     def n_block_at(self, i: Int32, blocks: tuple) -> Int32:
         """The i-th n_block of this m_block's sequence (partial ones first, each descending)."""
-        n_total, n_partial, mPIdx, mFIdx = blocks
+        n_total, n_partial, mPIdx, mFIdx = blocks[:4]
         n_block = Int32(0)
         if const_expr(self.has_lists):
             if i < n_partial:
@@ -747,6 +777,16 @@ class FlashMaskFwdSm90:
         else:
             n_block = n_total - 1 - i
         return n_block
+
+    @cute.jit
+    def code_at(self, i: Int32, blocks: tuple) -> Int32 | None:
+        """mask_impl "codes": the bound code of the i-th n_block if it is a partial one (i <
+        n_partial; other i read a valid slot and get a meaningless code). None otherwise."""
+        code = None
+        if const_expr(self.mask_impl == "codes"):
+            n_partial, mPCode = blocks[1], blocks[4]
+            code = mPCode[cutlass.max(n_partial - 1 - i, 0)]
+        return code
 
     # ----------------------------------------------------------------------------------------
     # Producer warp
@@ -1087,14 +1127,15 @@ class FlashMaskFwdSm90:
         tiled_mma_qk, pipeline_k = ctx[13], ctx[15]
         pipeline_q.consumer_wait(q_state)
         n_block = self.n_block_at(Int32(0), blocks)
+        code = self.code_at(Int32(0), blocks)
         bits = None
         if const_expr(self.first_bits == "early"):
-            bits = self.first_mask_bits(n_partial, n_block, ctx)
+            bits = self.first_mask_bits(n_partial, n_block, ctx, code)
         pipeline_k.consumer_wait(kv_state)
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         self.gemm_qk(acc_S, tSrQ, tSrK, tiled_mma_qk, kv_state.index)
         if const_expr(self.first_bits == "after_gemm"):
-            bits = self.first_mask_bits(n_partial, n_block, ctx)
+            bits = self.first_mask_bits(n_partial, n_block, ctx, code)
         warpgroup.wait_group(0)
         pipeline_k.consumer_release(kv_state)
         if n_partial > 0:
@@ -1109,6 +1150,7 @@ class FlashMaskFwdSm90:
         n_partial: Int32,
         n_block: Int32,
         ctx: tuple,
+        code: Int32 | None = None,
         guard: cutlass.Constexpr[bool] = False,
     ) -> cute.Tensor:
         """Mask bits of a tile's first block, used only if ``n_partial > 0`` (the block is
@@ -1118,10 +1160,12 @@ class FlashMaskFwdSm90:
             bits.fill(0)
             if n_partial > 0:
                 bits.store(
-                    self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx).load()
+                    self.tile_mask_finish(
+                        n_block, self.tile_mask_words(n_block, ctx), ctx, code
+                    ).load()
                 )
         else:
-            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx, code)
         return bits
 
     @cute.jit
@@ -1131,7 +1175,17 @@ class FlashMaskFwdSm90:
         """Blocks 1 .. n_total - 1 of a tile, each Q K^T with the previous block's P V: the
         partial ones (element-wise mask), then the unmasked ones (no mask work at all)."""
         n_total, n_partial = blocks[0], blocks[1]
-        if const_expr(self.mask_impl == "v2"):
+        if const_expr(self.mask_impl == "codes"):
+            # As v2, with the bound code read one block ahead too.
+            n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
+            code = self.code_at(cutlass.min(1, n_partial - 1), blocks)
+            for i in cutlass.range(1, n_partial, unroll=1):
+                n_block_next = self.n_block_at(cutlass.min(i + 1, n_total - 1), blocks)
+                code_next = self.code_at(cutlass.min(i + 1, n_partial - 1), blocks)
+                kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx, code)
+                n_block = n_block_next
+                code = code_next
+        elif const_expr(self.mask_impl == "v2"):
             # The next partial block's index is read one block ahead: its bounds' loads
             # then wait for one global load, not two.
             n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
@@ -1249,7 +1303,8 @@ class FlashMaskFwdSm90:
         # The next tile's first mask bits before the GEMMs, as mask_at "early" does: made
         # later, its bound words (n = 2: 64 registers) would be live next to S, O and P.
         # Guarded always: here the bits sit on the path to this tile's last P V.
-        bits = self.first_mask_bits(n_partial_nx, n_block, ctx_nx, guard=True)
+        code = self.code_at(Int32(0), blocks_nx)
+        bits = self.first_mask_bits(n_partial_nx, n_block, ctx_nx, code, guard=True)
         state_v = kv_state.clone()
         kv_state.advance()
         pipeline_q.consumer_wait(q_state)
@@ -1314,11 +1369,27 @@ class FlashMaskFwdSm90:
 
     @cute.jit
     def tile_mask_finish(
-        self, n_block: Int32, words: cute.Tensor | None, ctx: tuple
+        self, n_block: Int32, words: cute.Tensor | None, ctx: tuple, code: Int32 | None = None
     ) -> cute.Tensor:
-        """Mask bits of one partial tile (from :meth:`tile_mask_words`'s words with v2)."""
+        """Mask bits of one partial tile (from :meth:`tile_mask_words`'s words with v2, from
+        its bound code with "codes")."""
         tScS_mn, mBoundsCur, m_block, seqlen_q, seqlen_k = ctx[6], ctx[8], ctx[9], ctx[10], ctx[11]
-        if const_expr(self.mask_impl == "v1"):
+        if const_expr(self.mask_impl == "codes"):
+            col_tile = n_block * self.tile_n
+            bits = bits_from_codes(
+                mBoundsCur,
+                code,
+                m_block * self.tile_m + tScS_mn[0, 0][0],
+                col_tile + tScS_mn[0, 0][1],
+                col_tile + self.tile_n,
+                seqlen_q,
+                seqlen_k,
+                self.row_offs,
+                self.col_offs,
+                self.causal,
+                self.n_bounds,
+            )
+        elif const_expr(self.mask_impl == "v1"):
             bits = mask_bits(
                 tScS_mn,
                 mBoundsCur,
@@ -1352,8 +1423,10 @@ class FlashMaskFwdSm90:
         n_block: Int32,
         masked: cutlass.Constexpr[bool],
         ctx: tuple,
+        code: Int32 | None = None,
     ) -> pipeline.PipelineState:
-        """S = Q K^T of this block overlapped with O += P V of the previous one."""
+        """S = Q K^T of this block overlapped with O += P V of the previous one (``code``: a
+        partial block's bound code, mask_impl "codes")."""
         (tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax) = ctx[:8]
         wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = ctx[12:]
         state_v = kv_state.clone()
@@ -1361,7 +1434,7 @@ class FlashMaskFwdSm90:
         bits = None
         words = None
         if const_expr(masked and self.mask_at == "early"):
-            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx)
+            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx, code)
         if const_expr(masked and self.mask_at == "split"):
             words = self.tile_mask_words(n_block, ctx)
         pipeline_k.consumer_wait(kv_state)
@@ -1383,9 +1456,9 @@ class FlashMaskFwdSm90:
                 bits = cute.make_rmem_tensor(len(self.row_offs), Int32)
                 bits.fill(0)
                 if n_block >= 0:
-                    bits.store(self.tile_mask_finish(n_block, words, ctx).load())
+                    bits.store(self.tile_mask_finish(n_block, words, ctx, code).load())
             else:
-                bits = self.tile_mask_finish(n_block, words, ctx)
+                bits = self.tile_mask_finish(n_block, words, ctx, code)
         warpgroup.wait_group(1)
         pipeline_k.consumer_release(kv_state)
         if const_expr(masked):

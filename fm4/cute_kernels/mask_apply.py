@@ -23,6 +23,11 @@ vector loads at static offsets (one base address per tile), and :func:`bits_from
 the end-of-keys and causal rules into one column threshold per row (a shift, no per-column
 compare) and compares only the bounds per element. :func:`mask_bits` stays for the backward
 kernel, n_bounds 4 (v2 spills there) and the forward's ``mask_impl="v1"``.
+With bound codes (``mask_impl="codes"``, Note [Bound codes] in `fm4.masks.tiles`), each partial
+tile comes with 2 bits per bound saying whether the bound is ACTIVE in the tile or its comparison
+is a constant there; :func:`bits_from_codes` loads and compares only the ACTIVE bounds (one after
+the other, so at most one bound's words are live) and combines the per-bound bit words by the
+mode's rule.
 The backward kernel's ``sdp_swapab`` variant masks the transposed tile S^T (rows: key columns,
 columns: query rows) with :func:`key_bound_words` (bounds of the thread's 2 key rows, once per
 n_block) and :func:`mask_bits_transposed` (threshold bits per key row, same rule).
@@ -239,6 +244,117 @@ def bits_from_words(
                 w = [words[c * n_bounds + k] for k in range(n_bounds)]
                 b = (b | Int32(1 << c)) if _bound_masked(i, w, causal, n_bounds) else b
         bits[r] = b
+    return bits
+
+
+# --------------------------------------------------------------------------------------------
+# Bound codes (forward kernel ``mask_impl="codes"``), same rule as :func:`mask_bits`
+# --------------------------------------------------------------------------------------------
+@cute.jit
+def load_bound_k_words(
+    mBounds: cute.Tensor,  # (s_k, n) bounds of this (batch, mask head)
+    k: cutlass.Constexpr[int],  # which bound
+    col_first: Int32,
+    col_tile_end: Int32,
+    seqlen_k: Int32,
+    col_offs: cutlass.Constexpr[list],
+    n_bounds: cutlass.Constexpr[int],
+) -> cute.Tensor:
+    """Bound k of this thread's columns, ``len(col_offs)`` int32 (:func:`load_bound_words` for
+    one bound: n = 1 reads column pairs as 8-byte vectors, n > 1 one word per column at static
+    offsets from one base address; clamped reads off the fast path)."""
+    words = None
+    if cutlass.const_expr(n_bounds == 1):
+        words = load_bound_words(mBounds, col_first, col_tile_end, seqlen_k, col_offs, 1)
+    else:
+        words = cute.make_rmem_tensor(len(col_offs), Int32)
+        addr = cute.domain_offset((col_first, k), mBounds).iterator.toint()
+        if col_tile_end <= seqlen_k and mBounds.stride[0] == n_bounds:
+            ptr = cute.make_ptr(Int32, addr, cute.AddressSpace.gmem, assumed_align=4)
+            for c in cutlass.range_constexpr(len(col_offs)):
+                words[c] = cute.make_tensor(ptr + col_offs[c] * n_bounds, cute.make_layout(1))[0]
+        else:
+            for c in cutlass.range_constexpr(len(col_offs)):
+                words[c] = mBounds[cutlass.min(col_first + col_offs[c], seqlen_k - 1), k]
+    return words
+
+
+ACTIVE_BITS_2 = 0b0101  # the ACTIVE bits of bounds 0 and 1 in a bound code
+
+
+@cute.jit
+def _ge_bits(g: cute.Tensor, w: list, row_first: Int32, row_offs: cutlass.Constexpr[list]) -> None:
+    """``g[r]``: bit c set iff row ``row_first + row_offs[r]`` >= ``w[c]``."""
+    for r in cutlass.range_constexpr(len(row_offs)):
+        i = row_first + row_offs[r]
+        b = Int32(0)
+        for c in cutlass.range_constexpr(len(w)):
+            b = (b | Int32(1 << c)) if i >= w[c] else b
+        g[r] = b
+
+
+@cute.jit
+def bits_from_codes(
+    mBounds: cute.Tensor,  # (s_k, n) bounds of this (batch, mask head)
+    code: Int32,  # the tile's bound code (Note [Bound codes])
+    row_first: Int32,  # global row of this thread's first row
+    col_first: Int32,  # global column of this thread's first column
+    col_tile_end: Int32,  # first column past the tile
+    seqlen_q: Int32,
+    seqlen_k: Int32,
+    row_offs: cutlass.Constexpr[list],
+    col_offs: cutlass.Constexpr[list],
+    causal: cutlass.Constexpr[bool],
+    n_bounds: cutlass.Constexpr[int],
+) -> cute.Tensor:
+    """Mask bits (layout and rule of :func:`mask_bits`) of a partial tile from its bound code:
+    bound k is compared only when ACTIVE (bit 2k), otherwise "row >= bound k" is the constant
+    of bit 2k + 1 for every element. Loads: n = 1, 2 as :func:`load_bound_words` when a bound
+    is ACTIVE; n = 4 bound by bound (:func:`load_bound_k_words`). End-of-keys and causal as in
+    :func:`bits_from_words` (a threshold per row)."""
+    num_cols = len(col_offs)
+    num_rows = len(row_offs)
+    assert num_cols <= 32, "one 32-bit word of mask bits per row"
+    pairs = _pair_pattern(col_offs)
+    full = Int32(-1) if cutlass.const_expr(num_cols == 32) else Int32((1 << num_cols) - 1)
+    ge = []  # ge[k][r]: bit c set iff row r >= bound k of column c
+    for k in cutlass.range_constexpr(n_bounds):
+        g = cute.make_rmem_tensor(num_rows, Int32)
+        const = (Int32(0) - ((code >> (2 * k + 1)) & 1)) & full
+        for r in cutlass.range_constexpr(num_rows):
+            g[r] = const
+        ge.append(g)
+    if cutlass.const_expr(n_bounds == 2):
+        # Both bounds' words in one go (v2's vector loads, 64 registers), compares per ACTIVE
+        # bound.
+        if (code & ACTIVE_BITS_2) != 0:
+            w2 = load_bound_words(mBounds, col_first, col_tile_end, seqlen_k, col_offs, 2)
+            for k in cutlass.range_constexpr(2):
+                if ((code >> (2 * k)) & 1) != 0:
+                    _ge_bits(ge[k], [w2[c * 2 + k] for c in range(num_cols)], row_first, row_offs)
+    else:
+        # One bound at a time: at most one bound's words live (n = 4: all four are 128).
+        for k in cutlass.range_constexpr(n_bounds):
+            if ((code >> (2 * k)) & 1) != 0:
+                w = load_bound_k_words(
+                    mBounds, k, col_first, col_tile_end, seqlen_k, col_offs, n_bounds
+                )
+                _ge_bits(ge[k], [w[c] for c in range(num_cols)], row_first, row_offs)
+    bits = cute.make_rmem_tensor(num_rows, Int32)
+    for r in cutlass.range_constexpr(num_rows):
+        i = row_first + row_offs[r]
+        b = _threshold_bits(_row_limit(i, seqlen_q, seqlen_k, causal) - col_first, col_offs, pairs)
+        g = [ge[k][r] for k in range(n_bounds)]
+        m = Int32(0)
+        if cutlass.const_expr(n_bounds == 1):
+            m = g[0]
+        if cutlass.const_expr(n_bounds == 2 and causal):
+            m = g[0] & (g[1] ^ full)
+        if cutlass.const_expr(n_bounds == 2 and not causal):
+            m = g[0] | (g[1] ^ full)
+        if cutlass.const_expr(n_bounds == 4):
+            m = (g[0] & (g[1] ^ full)) | (g[2] & (g[3] ^ full))
+        bits[r] = b | (m & full)
     return bits
 
 

@@ -7,7 +7,9 @@ from nothing (no bounds: causal / ragged only), it writes
 
 * ``flags`` int8 ``[B, Hm, Mt, Nt]`` (SKIP 0 / PARTIAL 1 / UNMASKED 2);
 * forward lists: ``fwd_{partial,full}_cnt`` int32 ``[B, Hm, Mt]`` and ``fwd_{partial,full}_idx``
-  int32 ``[B, Hm, Mt, Nt]``, the n_blocks of each m_block, ascending;
+  int32 ``[B, Hm, Mt, Nt]``, the n_blocks of each m_block, ascending; with bounds also
+  ``fwd_partial_code`` int32 ``[B, Hm, Mt, Nt]``, each partial entry's bound code
+  (`fm4.masks.tiles.bound_codes`, Note [Bound codes]);
 * optionally (``backward=True``, same launch) the backward lists: ``bwd_*_cnt`` ``[B, Hm, Nt]``,
   ``bwd_*_idx`` ``[B, Hm, Nt, Mt]``, the m_blocks of each n_block, ascending.
 
@@ -58,6 +60,7 @@ from fm4.cute_kernels.compile_utils import (
     get_or_compile,
     launch_on,
 )
+from fm4.masks.tiles import CODE_ACTIVE, CODE_ALWAYS, interval_pairs
 
 SKIP, PARTIAL, UNMASKED = 0, 1, 2  # the values of fm4.masks.tiles (checked by the tests)
 _WARP = 32
@@ -109,6 +112,7 @@ class TileListsKernel:
         mBwdPartIdx: cute.Tensor | None,  # (b, hm, nt, mt) int32
         mBwdFullCnt: cute.Tensor | None,  # (b, hm, nt) int32
         mBwdFullIdx: cute.Tensor | None,  # (b, hm, nt, mt) int32
+        mFwdPartCode: cute.Tensor | None,  # (b, hm, mt, nt) int32, with bounds
         seqlen_q: Int32,
         seqlen_k: Int32,
         stream: cuda.CUstream,
@@ -129,6 +133,7 @@ class TileListsKernel:
             mBwdPartIdx,
             mBwdFullCnt,
             mBwdFullIdx,
+            mFwdPartCode,
             seqlen_q,
             seqlen_k,
         ).launch(grid=[grid_x, heads, batch], block=[_WARP * w, 1, 1], stream=stream)
@@ -146,6 +151,7 @@ class TileListsKernel:
         mBwdPartIdx: cute.Tensor | None,
         mBwdFullCnt: cute.Tensor | None,
         mBwdFullIdx: cute.Tensor | None,
+        mFwdPartCode: cute.Tensor | None,
         seqlen_q: Int32,
         seqlen_k: Int32,
     ):
@@ -159,10 +165,14 @@ class TileListsKernel:
         if bx < fwd_ctas:
             m_block = bx * w + warp
             if m_block < num_m:
+                gCode = None
+                if const_expr(self.n is not None):
+                    gCode = mFwdPartCode[batch, head, m_block, None]
                 self.walk_row(
                     False,
                     mMinMax,
                     mFlags[batch, head, m_block, None],
+                    gCode,
                     mFwdPartCnt[batch, head, None],
                     mFwdPartIdx[batch, head, m_block, None],
                     mFwdFullCnt[batch, head, None],
@@ -183,6 +193,7 @@ class TileListsKernel:
                     self.walk_row(
                         True,
                         mMinMax,
+                        None,
                         None,
                         mBwdPartCnt[batch, head, None],
                         mBwdPartIdx[batch, head, n_block, None],
@@ -247,12 +258,29 @@ class TileListsKernel:
             clean = clean & untouched
         return cutlass.select_(skip, Int32(SKIP), cutlass.select_(clean, UNMASKED, PARTIAL))
 
+    def bound_code(self, mm: list, m_block: Int32, seqlen_q: Int32) -> Int32:
+        """The bound code of tile (m_block, the lane's n_block): `fm4.masks.tiles.bound_codes`'
+        rule (Note [Bound codes])."""
+        m0 = m_block * self.tile_m
+        m1 = cutlass.min(m0 + self.tile_m, seqlen_q)
+        always = [m0 >= mm[2 * k + 1] for k in range(self.n)]
+        never = [m1 <= mm[2 * k] for k in range(self.n)]
+        for a, e in interval_pairs(self.causal, self.n):
+            never[e] = never[e] & (mm[2 * a + 1] < seqlen_q)  # an empty column: E stays ACTIVE
+        code = Int32(0)
+        for k in range(self.n):
+            fixed = always[k] | never[k]
+            code = code | (cutlass.select_(fixed, Int32(0), Int32(CODE_ACTIVE)) << (2 * k))
+            code = code | (cutlass.select_(always[k], Int32(CODE_ALWAYS), Int32(0)) << (2 * k))
+        return code
+
     @cute.jit
     def walk_row(
         self,
         transposed: cutlass.Constexpr[bool],
         mMinMax: cute.Tensor | None,
         gFlags: cute.Tensor | None,  # (num_cols,) int8, forward only
+        gPartCode: cute.Tensor | None,  # (num_cols,) int32, forward with bounds only
         gPartCnt: cute.Tensor,  # (num_rows,)
         gPartIdx: cute.Tensor,  # (num_cols,)
         gFullCnt: cute.Tensor,  # (num_rows,)
@@ -298,7 +326,10 @@ class TileListsKernel:
             bal_p = cute.arch.vote_ballot_sync(is_p)
             bal_f = cute.arch.vote_ballot_sync(is_f)
             if is_p:
-                gPartIdx[cnt_p + cute.arch.popc(bal_p & lanes_below)] = col
+                slot = cnt_p + cute.arch.popc(bal_p & lanes_below)
+                gPartIdx[slot] = col
+                if const_expr(gPartCode is not None):
+                    gPartCode[slot] = self.bound_code(mm, row, seqlen_q)
             if is_f:
                 gFullIdx[cnt_f + cute.arch.popc(bal_f & lanes_below)] = col
             if const_expr(not transposed):  # noqa: SIM102 (compile-time test, then runtime one)
@@ -311,6 +342,8 @@ class TileListsKernel:
         if const_expr(self.fill_tail):
             for j in cutlass.range(cnt_p + lane, num_cols, _WARP, unroll=1):
                 gPartIdx[j] = Int32(0)
+                if const_expr(gPartCode is not None):
+                    gPartCode[j] = Int32(0)
             for j in cutlass.range(cnt_f + lane, num_cols, _WARP, unroll=1):
                 gFullIdx[j] = Int32(0)
         if lane == 0:
@@ -340,7 +373,8 @@ def _fake_tensors(n: int | None, backward: bool) -> list[Any]:
             fake_compact_tensor(i32, (b, hm, nt)),
             fake_compact_tensor(i32, (b, hm, nt, mt)),
         ]
-    return [minmax, *fwd, *bwd]
+    code = None if n is None else fake_compact_tensor(i32, (b, hm, mt, nt))
+    return [minmax, *fwd, *bwd, code]
 
 
 def compile_tile_lists(
@@ -360,7 +394,8 @@ def compile_tile_lists(
     extra DSL options, e.g. ``"--keep-ptx --dump-dir DIR"`` (then ``compiled.artifacts.PTX``).
     The callable takes, through TVM FFI, ``(minmax int32 [B, Hm, Nt, 2n] or None, flags int8
     [B, Hm, Mt, Nt], fwd_partial_cnt, fwd_partial_idx, fwd_full_cnt, fwd_full_idx, bwd_partial_cnt,
-    bwd_partial_idx, bwd_full_cnt, bwd_full_idx (None without backward), seqlen_q, seqlen_k)``
+    bwd_partial_idx, bwd_full_cnt, bwd_full_idx (None without backward), fwd_partial_code (None
+    without bounds), seqlen_q, seqlen_k)``
     and launches on the current torch stream.
     """
     kernel = TileListsKernel(n, causal, tile_m, tile_n, backward=backward, fill_tail=fill_tail)
@@ -426,7 +461,8 @@ def tile_lists_from_minmax(
         raise ValueError(f"tile_lists_from_minmax needs a CUDA device, got {dev}")
     if B * Hm * mt * nt == 0:  # nothing to classify: no launch
         flags = torch.empty(B, Hm, mt, nt, dtype=torch.int8, device=dev)
-        return TileLists.from_flags(flags, tile_m, tile_n, backward=backward)
+        codes = None if n is None else torch.zeros(B, Hm, mt, nt, dtype=torch.int32, device=dev)
+        return TileLists.from_flags(flags, tile_m, tile_n, backward=backward, codes=codes)
     if B * Hm * mt * nt >= 2**31:
         raise ValueError(f"{B}x{Hm}x{mt}x{nt} tiles: too many for 32-bit indexing")
     if B > 65535 or Hm > 65535:
@@ -463,8 +499,9 @@ def tile_lists_from_minmax(
         ),
         name="tile_lists",
     )
-    launch_on(dev, fn, mm2, flags, *fwd, *bwd, seqlen_q, seqlen_k)
-    lists = TileLists(tile_m, tile_n, flags, *fwd)
+    code = None if n is None else torch.empty(B, Hm, mt, nt, dtype=i32, device=dev)
+    launch_on(dev, fn, mm2, flags, *fwd, *bwd, code, seqlen_q, seqlen_k)
+    lists = TileLists(tile_m, tile_n, flags, *fwd, fwd_partial_code=code)
     if backward:
         lists.bwd_partial_cnt, lists.bwd_partial_idx, lists.bwd_full_cnt, lists.bwd_full_idx = bwd
     return lists

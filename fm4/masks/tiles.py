@@ -24,6 +24,19 @@ Sq in the last m_block are not checked: their results are never stored.
 Note [Empty intervals]: before the min/max, each two-sided interval [A, E) is clamped to Sq and,
 if empty (A >= E), replaced by [Sq, Sq). Then an empty column never makes a tile look touched
 (min A stays high) nor covered (max A = Sq > any m0).
+
+Note [Bound codes]: a partial tile is partial because of few of its column bounds. For each
+bound b_k, the comparison "row i >= b_k[j]" over the tile's rows and columns is ALWAYS true
+(m0 >= max b_k), NEVER true (m1 <= min b_k) or ACTIVE (mixed), from the same per-n_block
+min/max. `bound_codes` packs that into 2 bits per bound (bit 2k: ACTIVE, bit 2k + 1: ALWAYS),
+and the forward lists carry one code per partial entry (``fwd_partial_code``), so that the
+kernel loads and compares only the ACTIVE bounds and uses the constant for the others. The
+kernel compares the raw bounds, not the normalised ones; the constants stay right for them
+except one case, which is made ACTIVE: the end E of a two-sided interval [A, E) that is NEVER
+(every row i < E) while some column of the n_block has an empty interval (max A = Sq), whose
+raw E may be anything. ALWAYS on A implies no empty column; NEVER on A or ALWAYS on E means the
+interval masks nothing in the tile, which the raw comparisons of the other bound cannot undo.
+A code with every bound ACTIVE (`ALL_ACTIVE`) is always correct (the full element-wise rule).
 """
 
 from __future__ import annotations
@@ -35,6 +48,15 @@ import torch
 from fm4.masks.bounds import visible_rows_per_block
 
 SKIP, PARTIAL, UNMASKED = 0, 1, 2
+#: Note [Bound codes]: bit 2k of a code is set when bound k is ACTIVE in the tile, bit 2k + 1
+#: when "row >= bound k" holds for every row and column of the tile (ALWAYS); neither: NEVER.
+CODE_ACTIVE, CODE_ALWAYS = 1, 2
+ALL_ACTIVE = sum(CODE_ACTIVE << (2 * k) for k in range(4))
+
+
+def interval_pairs(causal: bool, n: int) -> list[tuple[int, int]]:
+    """The (start, end) bound indices of the two-sided intervals [A, E) of a mask mode."""
+    return [(0, 1)] if (causal and n == 2) else [(0, 1), (2, 3)] if n == 4 else []
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -47,9 +69,7 @@ def normalize_bounds(sri: torch.Tensor, causal: bool, seqlen_q: int) -> torch.Te
     sri: int32 ``[B, Hm, Sk, n]``; returns a new int32 tensor of the same shape.
     """
     b = sri.clamp(max=seqlen_q)
-    n = b.shape[-1]
-    pairs = [(0, 1)] if (causal and n == 2) else [(0, 1), (2, 3)] if n == 4 else []
-    for s, e in pairs:
+    for s, e in interval_pairs(causal, b.shape[-1]):
         empty = b[..., s] >= b[..., e]
         b[..., s] = torch.where(empty, seqlen_q, b[..., s])
         b[..., e] = torch.where(empty, seqlen_q, b[..., e])
@@ -187,6 +207,31 @@ def classify_tiles_exact(
     return torch.cat(out, dim=2).to(torch.int8)
 
 
+def bound_codes(minmax: torch.Tensor, causal: bool, seqlen_q: int, tile_m: int) -> torch.Tensor:
+    """Per-tile bound codes (Note [Bound codes]) from the per-n_block min/max.
+
+    minmax: int32 ``[B, Hm, Nt, n, 2]`` (`block_minmax`). Returns int32 ``[B, Hm, Mt, Nt]``;
+    meaningful for the partial tiles (the kernels read it for those only).
+    """
+    B, Hm, nt, n, _ = minmax.shape
+    mt = _cdiv(seqlen_q, tile_m)
+    dev = minmax.device
+    m0 = torch.arange(mt, device=dev, dtype=torch.int32)[:, None] * tile_m  # (Mt, 1)
+    m1 = (m0 + tile_m).clamp(max=seqlen_q)
+    lo = minmax[..., 0].unsqueeze(2)  # (B, Hm, 1, Nt, n)
+    hi = minmax[..., 1].unsqueeze(2)
+    always = [m0 >= hi[..., k] for k in range(n)]  # each (B, Hm, Mt, Nt)
+    never = [m1 <= lo[..., k] for k in range(n)]
+    for a, e in interval_pairs(causal, n):
+        never[e] = never[e] & (hi[..., a] < seqlen_q)  # an empty column: E stays ACTIVE
+    code = torch.zeros(B, Hm, mt, nt, dtype=torch.int32, device=dev)
+    for k in range(n):
+        active = ~(always[k] | never[k])
+        code |= (active.to(torch.int32) * CODE_ACTIVE) << (2 * k)
+        code |= (always[k].to(torch.int32) * CODE_ALWAYS) << (2 * k)
+    return code
+
+
 def _lists(flags: torch.Tensor, kind: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Count and ascending index list of the entries equal to ``kind`` along the last dim."""
     hit = flags == kind
@@ -206,6 +251,9 @@ class TileLists:
     Forward, per (b, mask head, m_block): the n_blocks, partial and unmasked apart; backward, per
     (b, mask head, n_block): the m_blocks. ``*_cnt`` int32, ``*_idx`` int32 with the first
     ``cnt`` entries valid, ascending; fully masked tiles appear in no list.
+    ``fwd_partial_code``: the bound code (Note [Bound codes]) of each forward partial entry,
+    zero past ``cnt``; None without bounds, or when the lists were made from flags alone
+    (the forward kernel then takes every bound as ACTIVE).
     """
 
     tile_m: int
@@ -220,14 +268,27 @@ class TileLists:
     bwd_partial_idx: torch.Tensor | None = None  # (B, Hm, Nt, Mt)
     bwd_full_cnt: torch.Tensor | None = None  # (B, Hm, Nt)
     bwd_full_idx: torch.Tensor | None = None  # (B, Hm, Nt, Mt)
+    fwd_partial_code: torch.Tensor | None = None  # (B, Hm, Mt, Nt), with fwd_partial_idx
 
     @classmethod
     def from_flags(
-        cls, flags: torch.Tensor, tile_m: int, tile_n: int, *, backward: bool = True
+        cls,
+        flags: torch.Tensor,
+        tile_m: int,
+        tile_n: int,
+        *,
+        backward: bool = True,
+        codes: torch.Tensor | None = None,
     ) -> TileLists:
+        """Lists from tile flags; ``codes`` (`bound_codes`, per tile) gives the partial
+        entries their bound codes."""
         fp_cnt, fp_idx = _lists(flags, PARTIAL)
         ff_cnt, ff_idx = _lists(flags, UNMASKED)
         lists = cls(tile_m, tile_n, flags, fp_cnt, fp_idx, ff_cnt, ff_idx)
+        if codes is not None:
+            slot = torch.arange(flags.shape[-1], device=flags.device, dtype=torch.int32)
+            picked = torch.gather(codes.to(flags.device), -1, fp_idx.long())
+            lists.fwd_partial_code = torch.where(slot < fp_cnt[..., None], picked, 0)
         if backward:
             lists.add_backward()
         return lists
@@ -277,5 +338,11 @@ def build_tile_lists(
         return build_tile_lists_cute(
             sri, causal, seqlen_q, seqlen_k, tile_m, tile_n, backward=backward, device=dev
         )
-    flags = classify_tiles(sri, causal, seqlen_q, seqlen_k, tile_m, tile_n, impl=impl)
-    return TileLists.from_flags(flags.to(dev), tile_m, tile_n, backward=backward)
+    minmax = codes = None
+    if sri is not None:
+        minmax = block_minmax(sri, causal, seqlen_q, tile_n, impl=impl)
+        codes = bound_codes(minmax, causal, seqlen_q, tile_m)
+    flags = classify_tiles(
+        sri, causal, seqlen_q, seqlen_k, tile_m, tile_n, minmax=minmax, impl=impl
+    )
+    return TileLists.from_flags(flags.to(dev), tile_m, tile_n, backward=backward, codes=codes)
