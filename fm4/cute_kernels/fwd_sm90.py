@@ -1374,21 +1374,12 @@ class FlashMaskFwdSm90:
         """Mask bits of one partial tile (from :meth:`tile_mask_words`'s words with v2, from
         its bound code with "codes")."""
         tScS_mn, mBoundsCur, m_block, seqlen_q, seqlen_k = ctx[6], ctx[8], ctx[9], ctx[10], ctx[11]
+        # This thread's first row and column, and the static offsets of the others.
+        first = (m_block * self.tile_m + tScS_mn[0, 0][0], n_block * self.tile_n + tScS_mn[0, 0][1])
+        rule = (seqlen_q, seqlen_k, self.row_offs, self.col_offs, self.causal, self.n_bounds)
         if const_expr(self.mask_impl == "codes"):
-            col_tile = n_block * self.tile_n
-            bits = bits_from_codes(
-                mBoundsCur,
-                code,
-                m_block * self.tile_m + tScS_mn[0, 0][0],
-                col_tile + tScS_mn[0, 0][1],
-                col_tile + self.tile_n,
-                seqlen_q,
-                seqlen_k,
-                self.row_offs,
-                self.col_offs,
-                self.causal,
-                self.n_bounds,
-            )
+            col_tile_end = (n_block + 1) * self.tile_n
+            bits = bits_from_codes(mBoundsCur, code, *first, col_tile_end, *rule)
         elif const_expr(self.mask_impl == "v1"):
             bits = mask_bits(
                 tScS_mn,
@@ -1403,17 +1394,7 @@ class FlashMaskFwdSm90:
                 self.n_bounds,
             )
         else:
-            bits = bits_from_words(
-                words,
-                m_block * self.tile_m + tScS_mn[0, 0][0],
-                n_block * self.tile_n + tScS_mn[0, 0][1],
-                seqlen_q,
-                seqlen_k,
-                self.row_offs,
-                self.col_offs,
-                self.causal,
-                self.n_bounds,
-            )
+            bits = bits_from_words(words, *first, *rule)
         return bits
 
     @cute.jit
