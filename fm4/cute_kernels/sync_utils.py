@@ -20,6 +20,21 @@ from cutlass._mlir.dialects import llvm
 from cutlass.cutlass_dsl import T, dsl_user_op
 
 
+def _asm(ptx: str, constraints: str, args: list, *, ret_i32: bool = False):
+    """One volatile inline-asm statement (kept in place: ``has_side_effects``); an i32 result
+    when ``ret_i32``."""
+    out = llvm.inline_asm(
+        T.i32() if ret_i32 else None,
+        args,
+        ptx,
+        constraints,
+        has_side_effects=True,
+        is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+    return Int32(out) if ret_i32 else None
+
+
 @dsl_user_op
 def bulk_reduce_add_f32(
     smem_ptr: cute.Pointer, gmem_ptr: cute.Pointer, num_bytes: int | Int32, *, loc=None, ip=None
@@ -29,14 +44,10 @@ def bulk_reduce_add_f32(
     Both addresses 16-byte aligned, ``num_bytes`` a multiple of 16. Issue from one thread.
     """
     smem_addr = smem_ptr.toint(loc=loc, ip=ip).ir_value()
-    llvm.inline_asm(
-        None,
-        [gmem_ptr.llvm_ptr, smem_addr, Int32(num_bytes).ir_value(loc=loc, ip=ip)],
+    _asm(
         "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [$0], [$1], $2;",
         "l,r,r",
-        has_side_effects=True,
-        is_align_stack=False,
-        asm_dialect=llvm.AsmDialect.AD_ATT,
+        [gmem_ptr.llvm_ptr, smem_addr, Int32(num_bytes).ir_value(loc=loc, ip=ip)],
     )
 
 
@@ -44,60 +55,33 @@ def bulk_reduce_add_f32(
 def fence_proxy_async_global(*, loc=None, ip=None) -> None:
     """``fence.proxy.async.global``: this thread's global-memory accesses through the generic
     proxy (loads, atomics) and through the async proxy (bulk copies) are ordered across it."""
-    llvm.inline_asm(
-        None,
-        [],
-        "fence.proxy.async.global;",
-        "",
-        has_side_effects=True,
-        is_align_stack=False,
-        asm_dialect=llvm.AsmDialect.AD_ATT,
-    )
+    _asm("fence.proxy.async.global;", "", [])
 
 
 @dsl_user_op
 def atom_add_relaxed_gpu(ptr: cute.Pointer, val: int | Int32, *, loc=None, ip=None) -> Int32:
     """``old = *ptr; *ptr += val`` (int32), relaxed, at GPU scope; returns ``old``."""
-    return Int32(
-        llvm.inline_asm(
-            T.i32(),
-            [ptr.llvm_ptr, Int32(val).ir_value(loc=loc, ip=ip)],
-            "atom.relaxed.gpu.global.add.s32 $0, [$1], $2;",
-            "=r,l,r",
-            has_side_effects=True,
-            is_align_stack=False,
-            asm_dialect=llvm.AsmDialect.AD_ATT,
-        )
+    return _asm(
+        "atom.relaxed.gpu.global.add.s32 $0, [$1], $2;",
+        "=r,l,r",
+        [ptr.llvm_ptr, Int32(val).ir_value(loc=loc, ip=ip)],
+        ret_i32=True,
     )
 
 
 @dsl_user_op
 def ld_acquire_gpu(ptr: cute.Pointer, *, loc=None, ip=None) -> Int32:
     """A 32-bit global load with acquire semantics at GPU scope."""
-    return Int32(
-        llvm.inline_asm(
-            T.i32(),
-            [ptr.llvm_ptr],
-            "ld.acquire.gpu.global.b32 $0, [$1];",
-            "=r,l",
-            has_side_effects=True,
-            is_align_stack=False,
-            asm_dialect=llvm.AsmDialect.AD_ATT,
-        )
-    )
+    return _asm("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [ptr.llvm_ptr], ret_i32=True)
 
 
 @dsl_user_op
 def red_release_add_gpu(ptr: cute.Pointer, val: int | Int32, *, loc=None, ip=None) -> None:
     """``*ptr += val`` (int32) with release semantics at GPU scope."""
-    llvm.inline_asm(
-        None,
-        [ptr.llvm_ptr, Int32(val).ir_value(loc=loc, ip=ip)],
+    _asm(
         "red.release.gpu.global.add.s32 [$0], $1;",
         "l,r",
-        has_side_effects=True,
-        is_align_stack=False,
-        asm_dialect=llvm.AsmDialect.AD_ATT,
+        [ptr.llvm_ptr, Int32(val).ir_value(loc=loc, ip=ip)],
     )
 
 
@@ -107,14 +91,4 @@ def thread_idx_x_here(*, loc=None, ip=None) -> Int32:
     from it, out of the loop it is in. For addresses used once per iteration of an outer loop
     (e.g. the persistent backward's epilogue), which would otherwise stay live across the
     inner loops next to the accumulators and spill."""
-    return Int32(
-        llvm.inline_asm(
-            T.i32(),
-            [],
-            "mov.u32 $0, %tid.x;",
-            "=r",
-            has_side_effects=True,
-            is_align_stack=False,
-            asm_dialect=llvm.AsmDialect.AD_ATT,
-        )
-    )
+    return _asm("mov.u32 $0, %tid.x;", "=r", [], ret_i32=True)
