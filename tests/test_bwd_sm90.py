@@ -309,6 +309,15 @@ def _inputs(B, sq, sk, H, Hkv, D, dtype, gen_seed=0):
     return q, k, v, dout
 
 
+def _random_case(seed, B, sq, sk, H, Hkv, D, dtype, hm, n, causal, gen_seed=0):
+    """Inputs (``_inputs``) and random bounds with ``hm`` mask heads (None when n = 0); the
+    bounds come from a CPU generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v, dout = _inputs(B, sq, sk, H, Hkv, D, dtype, gen_seed=gen_seed)
+    sri = random_bounds(B, hm, sq, sk, n, gen, causal).cuda() if n else None
+    return q, k, v, dout, sri
+
+
 def _run_and_check(q, k, v, dout, sri, causal, *, dlse=None, kernel_options=None):
     """Forward with the reference, backward with the kernel (``kernel_options``: its knobs);
     compare with the fp32 reference (``fm4.testing.check_attention_grads``: FA4's tolerance
@@ -356,9 +365,10 @@ def test_bwd_dense_d64(sq, sk, causal):
 @pytest.mark.parametrize("head_dim", [128, 256])
 def test_bwd_bounds(sq, sk, causal, n, hm, head_dim):
     """Random bounds (fuzz), Hm in {1, Hkv, H}, GQA 4:2; head dim 256: Note [dK dV split]."""
-    gen = torch.Generator().manual_seed(head_dim + sq * 7 + sk + n + hm)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, head_dim, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
+    seed = head_dim + sq * 7 + sk + n + hm
+    q, k, v, dout, sri = _random_case(
+        seed, 2, sq, sk, 4, 2, head_dim, torch.bfloat16, hm, n, causal, gen_seed=n
+    )
     _run_and_check(q, k, v, dout, sri, causal)
 
 
@@ -394,9 +404,7 @@ def test_bwd_registry_masks(name):
 @pytest.mark.parametrize("hkv", [1, 2, 4])
 def test_bwd_gqa_mqa(hkv):
     """dK / dV summed over the group's query heads inside the CTA (Note [GQA in the CTA])."""
-    gen = torch.Generator().manual_seed(5)
-    q, k, v, dout = _inputs(2, 333, 517, 4, hkv, 128, torch.bfloat16)
-    sri = random_bounds(2, 1, 333, 517, 2, gen, False).cuda()
+    q, k, v, dout, sri = _random_case(5, 2, 333, 517, 4, hkv, 128, torch.bfloat16, 1, 2, False)
     _run_and_check(q, k, v, dout, sri, False)
 
 
@@ -542,9 +550,9 @@ def test_bwd_other_layout_dense(sq, sk, causal, head_dim, dtype):
 @pytest.mark.parametrize("hm", [1, 4])
 def test_bwd_other_layout_bounds(sq, sk, causal, n, hm):
     """Random bounds (fuzz), Hm in {1, H}, GQA 4:2 (swapab: the transposed mask bits)."""
-    gen = torch.Generator().manual_seed(sq * 7 + sk + n + hm)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, hm, sq, sk, n, gen, causal).cuda()
+    q, k, v, dout, sri = _random_case(
+        sq * 7 + sk + n + hm, 2, sq, sk, 4, 2, 128, torch.bfloat16, hm, n, causal, gen_seed=n
+    )
     _run_and_check(q, k, v, dout, sri, causal, kernel_options=_other_layout(n))
 
 
@@ -554,9 +562,9 @@ def test_bwd_other_layout_bounds(sq, sk, causal, n, hm):
 @pytest.mark.parametrize("sq,sk", SMOKE_SHAPES)
 @pytest.mark.parametrize("causal,n", MODES)
 def test_bwd_other_layout_bounds_d64_fp16(sq, sk, causal, n):
-    gen = torch.Generator().manual_seed(200 + sq + n)
-    q, k, v, dout = _inputs(1, sq, sk, 4, 4, 64, torch.float16, gen_seed=n)
-    sri = random_bounds(1, 4, sq, sk, n, gen, causal).cuda()
+    q, k, v, dout, sri = _random_case(
+        200 + sq + n, 1, sq, sk, 4, 4, 64, torch.float16, 4, n, causal, gen_seed=n
+    )
     _run_and_check(q, k, v, dout, sri, causal, kernel_options=_other_layout(n))
 
 
@@ -569,9 +577,7 @@ def test_bwd_other_layout_bounds_d64_fp16(sq, sk, causal, n):
 @pytest.mark.parametrize("sq,sk,causal,n", [(1023, 1024, True, 2), (113, 203, False, 4)])
 def test_bwd_swapab_knobs(knobs, sq, sk, causal, n):
     """One dS buffer (a barrier before the write) and dV after the dS barrier."""
-    gen = torch.Generator().manual_seed(sq + n)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16)
-    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda()
+    q, k, v, dout, sri = _random_case(sq + n, 2, sq, sk, 4, 2, 128, torch.bfloat16, 2, n, causal)
     _run_and_check(q, k, v, dout, sri, causal, kernel_options={**SWAPAB, **knobs})
 
 
@@ -596,9 +602,7 @@ def test_bwd_other_layout_registry_masks(name):
 @pytest.mark.parametrize("hkv", [1, 2, 4])
 def test_bwd_other_layout_gqa_mqa(hkv):
     """lse / Delta and the key-row bounds follow each query head of the group."""
-    gen = torch.Generator().manual_seed(5)
-    q, k, v, dout = _inputs(2, 333, 517, 4, hkv, 128, torch.bfloat16)
-    sri = random_bounds(2, 4, 333, 517, 2, gen, False).cuda()
+    q, k, v, dout, sri = _random_case(5, 2, 333, 517, 4, hkv, 128, torch.bfloat16, 4, 2, False)
     _run_and_check(q, k, v, dout, sri, False, kernel_options=_other_layout(2))
 
 
@@ -667,9 +671,9 @@ SPLIT_D = {"tile_n": 64}
 @pytest.mark.parametrize("causal,n", [(False, 0), (True, 0), *MODES])
 def test_bwd_split_d_d128(sq, sk, causal, n):
     """tile_n 64 at head dim 128 (two P / dS buffers there, one at head dim 256)."""
-    gen = torch.Generator().manual_seed(400 + sq + n)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda() if n else None
+    q, k, v, dout, sri = _random_case(
+        400 + sq + n, 2, sq, sk, 4, 2, 128, torch.bfloat16, 2, n, causal, gen_seed=n
+    )
     _run_and_check(q, k, v, dout, sri, causal, kernel_options=SPLIT_D)
 
 
@@ -678,9 +682,9 @@ def test_bwd_split_d_d128(sq, sk, causal, n):
 @needs_sm90
 @pytest.mark.parametrize("causal,n", MODES)
 def test_bwd_d256_mqa_fp16_bounds(causal, n):
-    gen = torch.Generator().manual_seed(450 + n)
-    q, k, v, dout = _inputs(1, 333, 517, 4, 1, 256, torch.float16, gen_seed=n)
-    sri = random_bounds(1, 1, 333, 517, n, gen, causal).cuda()
+    q, k, v, dout, sri = _random_case(
+        450 + n, 1, 333, 517, 4, 1, 256, torch.float16, 1, n, causal, gen_seed=n
+    )
     _run_and_check(q, k, v, dout, sri, causal)
 
 
@@ -723,9 +727,9 @@ def test_bwd_persistent_matches_one_cta_per_item(causal, n, sq, sk, grid, knobs)
     from fm4.reference import attention_ref
     from fm4.testing import check_attention_grads
 
-    gen = torch.Generator().manual_seed(500 + sq + n)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda() if n else None
+    q, k, v, dout, sri = _random_case(
+        500 + sq + n, 2, sq, sk, 4, 2, 128, torch.bfloat16, 2, n, causal, gen_seed=n
+    )
     out, lse = attention_ref(q, k, v, sri, causal)
     call = (dout, q, k, v, out, lse, sri, causal)
     _, dk0, dv0 = attention_bwd_sm90(*call)
@@ -766,9 +770,9 @@ def test_bwd_direct_store_matches_tma_store(causal, n):
     from fm4.cute_kernels.bwd_launch import attention_bwd_sm90
     from fm4.reference import attention_ref
 
-    gen = torch.Generator().manual_seed(600 + n)
-    q, k, v, dout = _inputs(2, 700, 650, 4, 2, 128, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, 2, 700, 650, n, gen, causal).cuda() if n else None
+    q, k, v, dout, sri = _random_case(
+        600 + n, 2, 700, 650, 4, 2, 128, torch.bfloat16, 2, n, causal, gen_seed=n
+    )
     out, lse = attention_ref(q, k, v, sri, causal)
     call = (dout, q, k, v, out, lse, sri, causal)
     _, dk0, dv0 = attention_bwd_sm90(*call)
@@ -816,9 +820,9 @@ FIRST_STORE_CASES = [
     [None, {"dq_lazy_zero": False}, {"persistent": True}, {"sdp_swapab": False}],
 )
 def test_bwd_dq_lazy_zero_poisoned(poisoned_empty, sq, sk, causal, n, knobs):
-    gen = torch.Generator().manual_seed(700 + sq + n)
-    q, k, v, dout = _inputs(2, sq, sk, 4, 2, 128, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, 2, sq, sk, n, gen, causal).cuda() if n else None
+    q, k, v, dout, sri = _random_case(
+        700 + sq + n, 2, sq, sk, 4, 2, 128, torch.bfloat16, 2, n, causal, gen_seed=n
+    )
     _run_and_check(q, k, v, dout, sri, causal, kernel_options=knobs)
 
 
@@ -850,9 +854,9 @@ def test_bwd_dq_lazy_zero_matches_zero_fill(causal, n):
     from fm4.reference import attention_ref
     from fm4.testing import check_attention_grads
 
-    gen = torch.Generator().manual_seed(800 + n)
-    q, k, v, dout = _inputs(2, 900, 1300, 4, 2, 128, torch.bfloat16, gen_seed=n)
-    sri = random_bounds(2, 2, 900, 1300, n, gen, causal).cuda() if n else None
+    q, k, v, dout, sri = _random_case(
+        800 + n, 2, 900, 1300, 4, 2, 128, torch.bfloat16, 2, n, causal, gen_seed=n
+    )
     out, lse = attention_ref(q, k, v, sri, causal)
     call = (dout, q, k, v, out, lse, sri, causal)
     ref = attention_bwd_sm90(*call, kernel_options={"dq_lazy_zero": False})
