@@ -52,6 +52,8 @@ VARIANTS: dict[str, dict] = {
     "v2_late_asm": {"p_cvt_asm": True, **_V2_LATE},
     # the P V wait after the exp2 of N columns per row (Note [P V wait] in fwd_sm90; default 12)
     **{f"pvw{n}": {"pv_wait_after": n} for n in (4, 8, 16)},
+    # bound words one block ahead, bits made after the GEMMs are issued (guarded branch)
+    "prefetch_late": {"bound_prefetch": True, "mask_at": "late", "mask_guard": True},
 }
 
 

@@ -50,6 +50,10 @@ _COMPILE_SCRIPT = textwrap.dedent(
         # bound codes (the default with bounds) for n = 1; n = 4 without them (v1 bits)
         ("BFloat16", 128, True, 1, "{}"),
         ("BFloat16", 128, False, 4, '{"bound_codes": false}'),
+        # partial blocks' masks as S's start value, bound words a block ahead (n = 1); n = 2
+        # with the words a block ahead
+        ("BFloat16", 128, True, 1, '{"mask_bias": true, "bound_prefetch": true}'),
+        ("BFloat16", 128, False, 2, '{"bound_prefetch": true}'),
     ],
 )
 def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds, knobs):
@@ -110,6 +114,28 @@ def test_bound_codes_knob():
         FlashMaskFwdSm90(bf16, 128, True, 1, mask_impl="codes")
     with pytest.raises(ValueError, match="mask_at"):
         FlashMaskFwdSm90(bf16, 128, True, 1, mask_at="split")
+
+
+@needs_cutlass
+def test_bound_prefetch_and_mask_bias_knobs():
+    """bound_prefetch (n = 1, 2) and mask_bias (n = 1) apply with bound codes only, and are off
+    by default (measured neutral, NOTES.md session 15); mask_bias needs mask_at "early"."""
+    import cutlass
+
+    from fm4.cute_kernels.fwd_sm90 import BOUND_PREFETCH, MASK_BIAS, FlashMaskFwdSm90
+
+    bf16 = cutlass.BFloat16
+    assert not BOUND_PREFETCH and not MASK_BIAS
+    assert FlashMaskFwdSm90(bf16, 128, True, 1, bound_prefetch=True).bound_prefetch
+    assert FlashMaskFwdSm90(bf16, 128, False, 2, bound_prefetch=True).bound_prefetch
+    assert not FlashMaskFwdSm90(bf16, 128, False, 4, bound_prefetch=True).bound_prefetch
+    v2 = FlashMaskFwdSm90(bf16, 128, True, 1, bound_prefetch=True, mask_impl="v2")
+    assert not v2.bound_prefetch
+    assert FlashMaskFwdSm90(bf16, 128, True, 1, mask_bias=True).mask_bias
+    assert not FlashMaskFwdSm90(bf16, 128, True, 2, mask_bias=True).mask_bias
+    assert not FlashMaskFwdSm90(bf16, 128, True, 0, mask_bias=True).mask_bias
+    with pytest.raises(ValueError, match="mask_bias=True needs mask_at 'early', got 'late'"):
+        FlashMaskFwdSm90(bf16, 128, True, 1, mask_bias=True, mask_at="late")
 
 
 @needs_cutlass

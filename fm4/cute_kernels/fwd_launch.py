@@ -23,8 +23,8 @@ SUPPORTED_HEAD_DIMS = (64, 128, 256)
 #: kernel's in some mode: one CTA per tile, the persistent kernel (the default kernel at D <= 128,
 #: `fwd_knobs` giving both the same compile key), and the experimental ones
 #: (`FlashMaskFwdSm90`'s ``o_store``, ``tile_overlap``, ``first_guard``, ``qk_desc``,
-#: ``pv_wait_after``, ``bound_codes``). The GPU tests compare each with one CTA per tile, and
-#: ``python -m bench.fwd_perf --warm-cache`` compiles them.
+#: ``pv_wait_after``, ``bound_codes``, ``bound_prefetch``, ``mask_bias``). The GPU tests compare
+#: each with one CTA per tile, and ``python -m bench.fwd_perf --warm-cache`` compiles them.
 FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "single_tile": {"persistent": False},
     "persistent": {"persistent": True},
@@ -39,6 +39,12 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "pv_wait_free": {"pv_wait_after": 0},
     # partial blocks' mask bits without the tile lists' bound codes (before session 14)
     "no_codes": {"bound_codes": False},
+    # partial blocks' bound words loaded one block ahead (bound codes, n = 1, 2)
+    "prefetch": {"bound_prefetch": True},
+    # partial blocks' masks as the S accumulator's start value (bound codes, n = 1), with and
+    # without the bound words loaded a block ahead
+    "bias": {"mask_bias": True},
+    "bias_pf": {"mask_bias": True, "bound_prefetch": True},
 }
 
 

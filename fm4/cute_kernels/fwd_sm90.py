@@ -88,9 +88,12 @@ from cutlass.tensor_utils import LayoutEnum
 
 from fm4.cute_kernels.mask_apply import (
     apply_mask_bits,
+    bits_from_code_words,
     bits_from_codes,
     bits_from_words,
+    fill_mask_bias,
     load_bound_words,
+    load_code_words,
     mask_bits,
 )
 from fm4.cute_kernels.named_barrier import NamedBarrierFwd
@@ -160,6 +163,15 @@ def mask_impl_default(causal: bool, n_bounds: int) -> str:
 # fm4.masks.tiles; `mask_apply.bits_from_codes`): only the bounds ACTIVE in the tile are loaded
 # and compared. Replaces mask_impl for kernels with bounds (knob ``bound_codes``).
 BOUND_CODES = True
+# With bound codes, n = 1, 2: a partial block's bound words are loaded one block ahead (after
+# the previous block's GEMMs are issued), so that their global-load latency is not waited for
+# before the block's GEMMs (knob ``bound_prefetch``). With bound codes, n = 1: a partial block's
+# mask is the start value of its S accumulator (Note [Mask as bias]; knob ``mask_bias``). Both
+# off: H100, 8K, interleaved rounds, outputs bitwise equal (session 15, NOTES.md): prefetch
+# alone within -2% / +4%; mask_bias + prefetch causal_document -6% / -3% (two runs), the other
+# n = 1 masks within +-1%. n = 2 with prefetch spills (20 bytes, ptxas).
+BOUND_PREFETCH = False
+MASK_BIAS = False
 
 
 # When a tile's first block gets its mask bits (FlashMaskFwdSm90's docstring).
@@ -317,6 +329,8 @@ class FlashMaskFwdSm90:
         qk_desc: str | None = None,
         pv_wait_after: int | None = None,
         bound_codes: bool | None = None,
+        bound_prefetch: bool | None = None,
+        mask_bias: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -326,7 +340,12 @@ class FlashMaskFwdSm90:
         ``BOUND_CODES`` with bounds, unless mask_impl is given): partial blocks' mask bits from
         the tile lists' bound codes (:func:`bits_from_codes`: only the bounds ACTIVE in the tile
         are loaded and compared); otherwise mask_impl: "v1" (:func:`mask_bits`) or "v2"
-        (:func:`load_bound_words` + :func:`bits_from_words`).
+        (:func:`load_bound_words` + :func:`bits_from_words`). bound_prefetch (default
+        ``BOUND_PREFETCH``): with bound codes and n_bounds 1 or 2, the bound words of a tile's
+        partial blocks after the first are loaded one block ahead (:func:`load_code_words`); no
+        effect otherwise (no partial block's words to load). mask_bias (default ``MASK_BIAS``;
+        needs mask_at "early"): with bound codes and n_bounds 1, Note [Mask as bias]; no effect
+        otherwise.
         mask_at: where a masked block's bits are made, "early" (before the block's GEMMs are
         issued), "late" (after they are issued, while Q K^T runs; v2 only) or "split" (bounds
         loaded early, bits made late; v2 only). mask_guard: with "late" / "split", make the bits
@@ -385,12 +404,21 @@ class FlashMaskFwdSm90:
         self.mask_impl = mask_impl_default(causal, n_bounds) if mask_impl is None else mask_impl
         if self.bound_codes:
             self.mask_impl = "codes"
+        if bound_prefetch is None:
+            bound_prefetch = BOUND_PREFETCH
+        # Only partial blocks with bound codes and n = 1, 2 have words to load ahead.
+        self.bound_prefetch = bool(bound_prefetch) and self.bound_codes and n_bounds in (1, 2)
         self.mask_at = MASK_AT if mask_at is None else mask_at
         if self.mask_impl == "codes" and self.mask_at == "split":
             raise ValueError("bound_codes=True makes its bits at once: mask_at 'early' or 'late'")
         if self.mask_at not in ("early", "late", "split"):
             raise ValueError(f"mask_at must be 'early', 'late' or 'split', got {mask_at!r}")
         self.mask_guard = mask_guard
+        if mask_bias is None:
+            mask_bias = MASK_BIAS
+        self.mask_bias = bool(mask_bias) and self.bound_codes and n_bounds == 1
+        if self.mask_bias and self.mask_at != "early":
+            raise ValueError(f"mask_bias=True needs mask_at 'early', got {self.mask_at!r}")
         if self.mask_impl == "v1" and self.mask_at != "early":
             raise ValueError("mask_at 'late' / 'split' need mask_impl 'v2'")
         if self.mask_impl == "v2" and n_bounds == 4:
@@ -1179,10 +1207,19 @@ class FlashMaskFwdSm90:
             # As v2, with the bound code read one block ahead too.
             n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
             code = self.code_at(cutlass.min(1, n_partial - 1), blocks)
+            words = None
+            if const_expr(self.bound_prefetch):
+                # bound_prefetch: block 1's words now, each next one's a block ahead.
+                words = cute.make_rmem_tensor(len(self.col_offs) * self.n_bounds, Int32)
+                if n_partial > 1:
+                    self.load_code_words_at(words, n_block, code, ctx)
             for i in cutlass.range(1, n_partial, unroll=1):
                 n_block_next = self.n_block_at(cutlass.min(i + 1, n_total - 1), blocks)
                 code_next = self.code_at(cutlass.min(i + 1, n_partial - 1), blocks)
-                kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx, code)
+                prefetch = None
+                if const_expr(self.bound_prefetch):
+                    prefetch = (words, n_block_next, code_next, i + 1 < n_partial)
+                kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx, code, prefetch)
                 n_block = n_block_next
                 code = code_next
         elif const_expr(self.mask_impl == "v2"):
@@ -1340,15 +1377,17 @@ class FlashMaskFwdSm90:
         tSrK,  # descriptor view (.., stages); qk_desc "words": K stage 0's first low word
         tiled_mma_qk: cute.TiledMma,
         stage: Int32,
+        zero_init: cutlass.Constexpr[bool] = True,
     ) -> None:
-        """Issue S = Q K^T with K from stage ``stage`` (left in flight)."""
+        """Issue S = Q K^T with K from stage ``stage`` (left in flight); zero_init=False adds
+        it to acc_S's values (Note [Mask as bias])."""
         if const_expr(self.qk_desc == "words"):
             k_lo = tSrK + stage * self.k_stage_off
             lo_q = [tSrQ + off for off in self.q_offs]
             lo_k = [k_lo + off for off in self.k_offs]
-            gemm_desc_words(tiled_mma_qk, acc_S, lo_q, lo_k, self.q_hi, self.k_hi, True, -1)
+            gemm_desc_words(tiled_mma_qk, acc_S, lo_q, lo_k, self.q_hi, self.k_hi, zero_init, -1)
         else:
-            _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, stage], True, -1)
+            _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, stage], zero_init, -1)
 
     @cute.jit
     def tile_mask_words(self, n_block: Int32, ctx: tuple) -> cute.Tensor | None:
@@ -1372,12 +1411,15 @@ class FlashMaskFwdSm90:
         self, n_block: Int32, words: cute.Tensor | None, ctx: tuple, code: Int32 | None = None
     ) -> cute.Tensor:
         """Mask bits of one partial tile (from :meth:`tile_mask_words`'s words with v2, from
-        its bound code with "codes")."""
+        its bound code with "codes": its bounds loaded here, or ``words`` loaded beforehand by
+        :meth:`load_code_words_at`)."""
         tScS_mn, mBoundsCur, m_block, seqlen_q, seqlen_k = ctx[6], ctx[8], ctx[9], ctx[10], ctx[11]
         # This thread's first row and column, and the static offsets of the others.
         first = (m_block * self.tile_m + tScS_mn[0, 0][0], n_block * self.tile_n + tScS_mn[0, 0][1])
         rule = (seqlen_q, seqlen_k, self.row_offs, self.col_offs, self.causal, self.n_bounds)
-        if const_expr(self.mask_impl == "codes"):
+        if const_expr(self.mask_impl == "codes" and words is not None):
+            bits = bits_from_code_words(words, code, *first, *rule)
+        elif const_expr(self.mask_impl == "codes"):
             col_tile_end = (n_block + 1) * self.tile_n
             bits = bits_from_codes(mBoundsCur, code, *first, col_tile_end, *rule)
         elif const_expr(self.mask_impl == "v1"):
@@ -1397,6 +1439,52 @@ class FlashMaskFwdSm90:
             bits = bits_from_words(words, *first, *rule)
         return bits
 
+    # Note [Mask as bias]
+    #     With ``mask_bias`` (bound codes, n = 1) a partial block's mask is written into its S
+    #     accumulator before Q K^T, 0 where visible and -inf where masked
+    #     (:func:`fill_mask_bias`: one compare and one select per element), and the GEMM
+    #     accumulates onto it (Q K^T is finite, so -inf stays -inf). No mask work follows the
+    #     GEMM, where the softmax waits for it, and no bit words are made and unpacked
+    #     (mask_bits: a compare and an OR per element, then R2P and a select).
+    @cute.jit
+    def fill_bias(
+        self, acc_S: cute.Tensor, n_block: Int32, words: cute.Tensor, ctx: tuple, code: Int32
+    ) -> None:
+        """mask_bias: acc_S := this partial block's mask as 0 / -inf (Note [Mask as bias])."""
+        tScS_mn, m_block, seqlen_q, seqlen_k = ctx[6], ctx[9], ctx[10], ctx[11]
+        fill_mask_bias(
+            acc_S,
+            words,
+            code,
+            m_block * self.tile_m + tScS_mn[0, 0][0],
+            n_block * self.tile_n + tScS_mn[0, 0][1],
+            (n_block + 1) * self.tile_n,
+            seqlen_q,
+            seqlen_k,
+            self.row_offs,
+            self.col_offs,
+            self.causal,
+        )
+
+    @cute.jit
+    def load_code_words_at(
+        self, words: cute.Tensor, n_block: Int32, code: Int32, ctx: tuple
+    ) -> None:
+        """bound_prefetch: this thread's bound words of partial block ``n_block`` into
+        ``words`` (only when a bound is ACTIVE in ``code``)."""
+        tScS_mn, mBoundsCur, seqlen_k = ctx[6], ctx[8], ctx[11]
+        col_tile = n_block * self.tile_n
+        load_code_words(
+            words,
+            mBoundsCur,
+            code,
+            col_tile + tScS_mn[0, 0][1],
+            col_tile + self.tile_n,
+            seqlen_k,
+            self.col_offs,
+            self.n_bounds,
+        )
+
     @cute.jit
     def mma_one_n_block(
         self,
@@ -1405,23 +1493,37 @@ class FlashMaskFwdSm90:
         masked: cutlass.Constexpr[bool],
         ctx: tuple,
         code: Int32 | None = None,
+        prefetch: tuple | None = None,
     ) -> pipeline.PipelineState:
         """S = Q K^T of this block overlapped with O += P V of the previous one (``code``: a
-        partial block's bound code, mask_impl "codes")."""
+        partial block's bound code, mask_impl "codes"). ``prefetch`` (bound_prefetch): (this
+        block's bound words, the next block's n_block and code, whether it is partial): the
+        bits come from the words, and the next partial block's words are loaded into them
+        once this block's GEMMs are issued."""
         (tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax) = ctx[:8]
         wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = ctx[12:]
         state_v = kv_state.clone()
         kv_state.advance()
         bits = None
         words = None
-        if const_expr(masked and self.mask_at == "early"):
-            bits = self.tile_mask_finish(n_block, self.tile_mask_words(n_block, ctx), ctx, code)
+        if const_expr(prefetch is not None):
+            words = prefetch[0]
+        bias = masked and self.mask_bias  # Note [Mask as bias]
+        acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
+        if const_expr(bias):
+            if const_expr(prefetch is None):
+                words = cute.make_rmem_tensor(len(self.col_offs), Int32)
+                self.load_code_words_at(words, n_block, code, ctx)
+            self.fill_bias(acc_S, n_block, words, ctx, code)
+        elif const_expr(masked and self.mask_at == "early"):
+            if const_expr(prefetch is None):
+                words = self.tile_mask_words(n_block, ctx)
+            bits = self.tile_mask_finish(n_block, words, ctx, code)
         if const_expr(masked and self.mask_at == "split"):
             words = self.tile_mask_words(n_block, ctx)
         pipeline_k.consumer_wait(kv_state)
         self.scheduler_sync(wg_idx)
-        acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
-        self.gemm_qk(acc_S, tSrQ, tSrK, tiled_mma_qk, kv_state.index)
+        self.gemm_qk(acc_S, tSrQ, tSrK, tiled_mma_qk, kv_state.index, zero_init=not bias)
         if const_expr(self.rescale_o_before_pv):
             softmax.rescale_o(acc_O, o_scale)
         pipeline_v.consumer_wait(state_v)
@@ -1429,7 +1531,7 @@ class FlashMaskFwdSm90:
         self.scheduler_arrive(wg_idx)
         # Late mask bits: made while this block's Q K^T runs, after the GEMMs are issued.
         if const_expr(masked and self.mask_at != "early"):
-            if const_expr(self.mask_at == "late"):
+            if const_expr(self.mask_at == "late" and prefetch is None):
                 words = self.tile_mask_words(n_block, ctx)
             if const_expr(self.mask_guard):
                 # A branch ptxas cannot remove (n_block >= 0 always holds) keeps the compares
@@ -1440,9 +1542,13 @@ class FlashMaskFwdSm90:
                     bits.store(self.tile_mask_finish(n_block, words, ctx, code).load())
             else:
                 bits = self.tile_mask_finish(n_block, words, ctx, code)
+        if const_expr(masked and prefetch is not None):  # noqa: SIM102 (const_expr, then run time)
+            # The bits are made: the words may take the next partial block's bounds.
+            if prefetch[3]:
+                self.load_code_words_at(words, prefetch[1], prefetch[2], ctx)
         warpgroup.wait_group(1)
         pipeline_k.consumer_release(kv_state)
-        if const_expr(masked):
+        if const_expr(masked and not bias):
             apply_mask_bits(acc_S, bits)
         row_scale = softmax.step(acc_S, is_first=False)
         self.pv_wait_point(acc_S, pipeline_k, kv_state, ctx[10])

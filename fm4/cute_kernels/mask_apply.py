@@ -279,9 +279,6 @@ def load_bound_k_words(
     return words
 
 
-ACTIVE_BITS_2 = 0b0101  # the ACTIVE bits of bounds 0 and 1 in a bound code
-
-
 @cute.jit
 def _ge_bits(g: cute.Tensor, w: list, row_first: Int32, row_offs: cutlass.Constexpr[list]) -> None:
     """``g[r]``: bit c set iff row ``row_first + row_offs[r]`` >= ``w[c]``."""
@@ -291,6 +288,114 @@ def _ge_bits(g: cute.Tensor, w: list, row_first: Int32, row_offs: cutlass.Conste
         for c in cutlass.range_constexpr(len(w)):
             b = (b | Int32(1 << c)) if i >= w[c] else b
         g[r] = b
+
+
+def _active_bits(n_bounds: int) -> int:
+    """The ACTIVE bits of all bounds in a bound code (bit 2k for bound k)."""
+    return sum(1 << (2 * k) for k in range(n_bounds))
+
+
+@cute.jit
+def load_code_words(
+    words: cute.Tensor,  # out: len(col_offs) * n_bounds int32 (column-major, as load_bound_words)
+    mBounds: cute.Tensor,  # (s_k, n) bounds of this (batch, mask head)
+    code: Int32,  # the tile's bound code (Note [Bound codes])
+    col_first: Int32,
+    col_tile_end: Int32,
+    seqlen_k: Int32,
+    col_offs: cutlass.Constexpr[list],
+    n_bounds: cutlass.Constexpr[int],
+) -> None:
+    """n = 1, 2: this thread's bound words of a partial tile (:func:`load_bound_words`), read
+    only when a bound is ACTIVE in ``code``; otherwise ``words`` is left as it was (its values
+    are then never compared)."""
+    assert n_bounds in (1, 2), "n = 4 loads bound by bound (bits_from_codes)"
+    if (code & _active_bits(n_bounds)) != 0:
+        words.store(
+            load_bound_words(mBounds, col_first, col_tile_end, seqlen_k, col_offs, n_bounds).load()
+        )
+
+
+@cute.jit
+def bits_from_code_words(
+    words: cute.Tensor,  # from load_code_words with the same code
+    code: Int32,
+    row_first: Int32,
+    col_first: Int32,
+    seqlen_q: Int32,
+    seqlen_k: Int32,
+    row_offs: cutlass.Constexpr[list],
+    col_offs: cutlass.Constexpr[list],
+    causal: cutlass.Constexpr[bool],
+    n_bounds: cutlass.Constexpr[int],
+) -> cute.Tensor:
+    """n = 1, 2: mask bits (layout and rule of :func:`mask_bits`) of a partial tile from its
+    bound code and its bound words (loaded beforehand, e.g. a block ahead): only the ACTIVE
+    bounds are compared."""
+    assert n_bounds in (1, 2), "n = 4 loads bound by bound (bits_from_codes)"
+    num_rows = len(row_offs)
+    ge = _const_ge(code, len(col_offs), num_rows, n_bounds)
+    if (code & _active_bits(n_bounds)) != 0:
+        for k in cutlass.range_constexpr(n_bounds):
+            if ((code >> (2 * k)) & 1) != 0:
+                w = [words[c * n_bounds + k] for c in range(len(col_offs))]
+                _ge_bits(ge[k], w, row_first, row_offs)
+    return _combine_ge(ge, row_first, col_first, seqlen_q, seqlen_k, row_offs, col_offs, causal)
+
+
+@cute.jit
+def _const_ge(
+    code: Int32,
+    num_cols: cutlass.Constexpr[int],
+    num_rows: cutlass.Constexpr[int],
+    n_bounds: cutlass.Constexpr[int],
+) -> list:
+    """ge[k][r] for every bound k, each row the constant of "row >= bound k" (bit 2k + 1 of the
+    code, all columns); ACTIVE bounds overwrite theirs with :func:`_ge_bits`."""
+    full = Int32(-1) if cutlass.const_expr(num_cols == 32) else Int32((1 << num_cols) - 1)
+    ge = []
+    for k in cutlass.range_constexpr(n_bounds):
+        g = cute.make_rmem_tensor(num_rows, Int32)
+        const = (Int32(0) - ((code >> (2 * k + 1)) & 1)) & full
+        for r in cutlass.range_constexpr(num_rows):
+            g[r] = const
+        ge.append(g)
+    return ge
+
+
+@cute.jit
+def _combine_ge(
+    ge: list,
+    row_first: Int32,
+    col_first: Int32,
+    seqlen_q: Int32,
+    seqlen_k: Int32,
+    row_offs: cutlass.Constexpr[list],
+    col_offs: cutlass.Constexpr[list],
+    causal: cutlass.Constexpr[bool],
+) -> cute.Tensor:
+    """The mask bits from the per-bound "row >= bound" words (the mode's rule), with the
+    end-of-keys and causal thresholds as in :func:`bits_from_words`."""
+    num_cols = len(col_offs)
+    n_bounds = len(ge)
+    pairs = _pair_pattern(col_offs)
+    full = Int32(-1) if cutlass.const_expr(num_cols == 32) else Int32((1 << num_cols) - 1)
+    bits = cute.make_rmem_tensor(len(row_offs), Int32)
+    for r in cutlass.range_constexpr(len(row_offs)):
+        i = row_first + row_offs[r]
+        b = _threshold_bits(_row_limit(i, seqlen_q, seqlen_k, causal) - col_first, col_offs, pairs)
+        g = [ge[k][r] for k in range(n_bounds)]
+        m = Int32(0)
+        if cutlass.const_expr(n_bounds == 1):
+            m = g[0]
+        if cutlass.const_expr(n_bounds == 2 and causal):
+            m = g[0] & (g[1] ^ full)
+        if cutlass.const_expr(n_bounds == 2 and not causal):
+            m = g[0] | (g[1] ^ full)
+        if cutlass.const_expr(n_bounds == 4):
+            m = (g[0] & (g[1] ^ full)) | (g[2] & (g[3] ^ full))
+        bits[r] = b | (m & full)
+    return bits
 
 
 @cute.jit
@@ -315,19 +420,11 @@ def bits_from_codes(
     num_cols = len(col_offs)
     num_rows = len(row_offs)
     assert num_cols <= 32, "one 32-bit word of mask bits per row"
-    pairs = _pair_pattern(col_offs)
-    full = Int32(-1) if cutlass.const_expr(num_cols == 32) else Int32((1 << num_cols) - 1)
-    ge = []  # ge[k][r]: bit c set iff row r >= bound k of column c
-    for k in cutlass.range_constexpr(n_bounds):
-        g = cute.make_rmem_tensor(num_rows, Int32)
-        const = (Int32(0) - ((code >> (2 * k + 1)) & 1)) & full
-        for r in cutlass.range_constexpr(num_rows):
-            g[r] = const
-        ge.append(g)
+    ge = _const_ge(code, num_cols, num_rows, n_bounds)
     if cutlass.const_expr(n_bounds == 2):
         # Both bounds' words in one go (v2's vector loads, 64 registers), compares per ACTIVE
         # bound.
-        if (code & ACTIVE_BITS_2) != 0:
+        if (code & _active_bits(2)) != 0:
             w2 = load_bound_words(mBounds, col_first, col_tile_end, seqlen_k, col_offs, 2)
             for k in cutlass.range_constexpr(2):
                 if ((code >> (2 * k)) & 1) != 0:
@@ -340,22 +437,68 @@ def bits_from_codes(
                     mBounds, k, col_first, col_tile_end, seqlen_k, col_offs, n_bounds
                 )
                 _ge_bits(ge[k], [w[c] for c in range(num_cols)], row_first, row_offs)
-    bits = cute.make_rmem_tensor(num_rows, Int32)
+    return _combine_ge(ge, row_first, col_first, seqlen_q, seqlen_k, row_offs, col_offs, causal)
+
+
+@cute.jit
+def fill_mask_bias(
+    acc_S: cute.Tensor,  # out: the S accumulator, before its Q K^T
+    words: cute.Tensor,  # n = 1: this thread's bound words (load_code_words with this code)
+    code: Int32,  # the tile's bound code (Note [Bound codes])
+    row_first: Int32,
+    col_first: Int32,
+    col_tile_end: Int32,
+    seqlen_q: Int32,
+    seqlen_k: Int32,
+    row_offs: cutlass.Constexpr[list],
+    col_offs: cutlass.Constexpr[list],
+    causal: cutlass.Constexpr[bool],
+) -> None:
+    """n = 1: the mask of a partial tile as the S accumulator's start value, 0 where visible
+    and -inf where masked (the module's rule), so that Q K^T accumulated on top of it is the
+    masked S and no mask work follows the GEMM (Note [Mask as bias] in fwd_sm90.py). One
+    compare and one select per element; the end-of-keys / causal compare is added only when
+    the tile reaches the end of the keys or, causal, the diagonal of the warp's rows."""
+    acc_mn = acc_to_mn(acc_S)
+    num_rows = len(row_offs)
+    num_cols = len(col_offs)
+    pairs = _pair_pattern(col_offs)
+    lim = [
+        _row_limit(row_first + row_offs[r], seqlen_q, seqlen_k, causal) - col_first
+        for r in range(num_rows)
+    ]
+    # The threshold masks nothing in this warp's part of the tile: every row's first masked
+    # column is at or past the tile's end (checked with a vote: a warp-uniform branch).
+    thr_free = True
     for r in cutlass.range_constexpr(num_rows):
-        i = row_first + row_offs[r]
-        b = _threshold_bits(_row_limit(i, seqlen_q, seqlen_k, causal) - col_first, col_offs, pairs)
-        g = [ge[k][r] for k in range(n_bounds)]
-        m = Int32(0)
-        if cutlass.const_expr(n_bounds == 1):
-            m = g[0]
-        if cutlass.const_expr(n_bounds == 2 and causal):
-            m = g[0] & (g[1] ^ full)
-        if cutlass.const_expr(n_bounds == 2 and not causal):
-            m = g[0] | (g[1] ^ full)
-        if cutlass.const_expr(n_bounds == 4):
-            m = (g[0] & (g[1] ^ full)) | (g[2] & (g[3] ^ full))
-        bits[r] = b | (m & full)
-    return bits
+        thr_free = thr_free and lim[r] >= col_tile_end - col_first
+    thr_free = cute.arch.vote_all_sync(thr_free)
+    active = (code & 1) != 0
+    if active and thr_free:
+        for r in cutlass.range_constexpr(num_rows):
+            i = row_first + row_offs[r]
+            for c in cutlass.range_constexpr(num_cols):
+                acc_mn[r, c] = -Float32.inf if i >= words[c] else Float32(0.0)
+    elif active:
+        # The threshold as bits per row (a shift; unpacked 7 at a time with R2P), then the
+        # bound's compare on top.
+        for r in cutlass.range_constexpr(num_rows):
+            tb = _threshold_bits(lim[r], col_offs, pairs)
+            for c in cutlass.range_constexpr(num_cols):
+                acc_mn[r, c] = -Float32.inf if (tb & Int32(1 << c)) != 0 else Float32(0.0)
+        for r in cutlass.range_constexpr(num_rows):
+            i = row_first + row_offs[r]
+            for c in cutlass.range_constexpr(num_cols):
+                acc_mn[r, c] = -Float32.inf if i >= words[c] else acc_mn[r, c]
+    elif (code & 2) != 0:
+        # "row >= bound" ALWAYS: the whole tile (a partial tile's bound is NEVER instead, as
+        # ALWAYS masks all of it and the lists skip such tiles; taken as given either way).
+        acc_S.fill(-Float32.inf)
+    else:
+        for r in cutlass.range_constexpr(num_rows):
+            tb = _threshold_bits(lim[r], col_offs, pairs)
+            for c in cutlass.range_constexpr(num_cols):
+                acc_mn[r, c] = -Float32.inf if (tb & Int32(1 << c)) != 0 else Float32(0.0)
 
 
 # --------------------------------------------------------------------------------------------
