@@ -1390,16 +1390,22 @@ class FlashMaskFwdSm90:
             _gemm(tiled_mma_qk, acc_S, tSrQ, tSrK[None, None, None, stage], zero_init, -1)
 
     @cute.jit
+    def tile_first(self, n_block: Int32, ctx: tuple) -> tuple:
+        """This thread's first (global) row and column in block ``n_block`` of the tile (its
+        other rows / columns are at the static ``row_offs`` / ``col_offs``)."""
+        tScS_mn, m_block = ctx[6], ctx[9]
+        return (m_block * self.tile_m + tScS_mn[0, 0][0], n_block * self.tile_n + tScS_mn[0, 0][1])
+
+    @cute.jit
     def tile_mask_words(self, n_block: Int32, ctx: tuple) -> cute.Tensor | None:
         """mask_impl v2: this thread's bound words of one partial tile (None without bounds)."""
         words = None
         if const_expr(self.mask_impl == "v2" and self.n_bounds > 0):
-            tScS_mn, mBoundsCur, seqlen_k = ctx[6], ctx[8], ctx[11]
-            col_tile = n_block * self.tile_n
+            mBoundsCur, seqlen_k = ctx[8], ctx[11]
             words = load_bound_words(
                 mBoundsCur,
-                col_tile + tScS_mn[0, 0][1],
-                col_tile + self.tile_n,
+                self.tile_first(n_block, ctx)[1],
+                (n_block + 1) * self.tile_n,
                 seqlen_k,
                 self.col_offs,
                 self.n_bounds,
@@ -1414,8 +1420,7 @@ class FlashMaskFwdSm90:
         its bound code with "codes": its bounds loaded here, or ``words`` loaded beforehand by
         :meth:`load_code_words_at`)."""
         tScS_mn, mBoundsCur, m_block, seqlen_q, seqlen_k = ctx[6], ctx[8], ctx[9], ctx[10], ctx[11]
-        # This thread's first row and column, and the static offsets of the others.
-        first = (m_block * self.tile_m + tScS_mn[0, 0][0], n_block * self.tile_n + tScS_mn[0, 0][1])
+        first = self.tile_first(n_block, ctx)
         rule = (seqlen_q, seqlen_k, self.row_offs, self.col_offs, self.causal, self.n_bounds)
         if const_expr(self.mask_impl == "codes" and words is not None):
             bits = bits_from_code_words(words, code, *first, *rule)
@@ -1451,13 +1456,12 @@ class FlashMaskFwdSm90:
         self, acc_S: cute.Tensor, n_block: Int32, words: cute.Tensor, ctx: tuple, code: Int32
     ) -> None:
         """mask_bias: acc_S := this partial block's mask as 0 / -inf (Note [Mask as bias])."""
-        tScS_mn, m_block, seqlen_q, seqlen_k = ctx[6], ctx[9], ctx[10], ctx[11]
+        seqlen_q, seqlen_k = ctx[10], ctx[11]
         fill_mask_bias(
             acc_S,
             words,
             code,
-            m_block * self.tile_m + tScS_mn[0, 0][0],
-            n_block * self.tile_n + tScS_mn[0, 0][1],
+            *self.tile_first(n_block, ctx),
             (n_block + 1) * self.tile_n,
             seqlen_q,
             seqlen_k,
@@ -1472,14 +1476,13 @@ class FlashMaskFwdSm90:
     ) -> None:
         """bound_prefetch: this thread's bound words of partial block ``n_block`` into
         ``words`` (only when a bound is ACTIVE in ``code``)."""
-        tScS_mn, mBoundsCur, seqlen_k = ctx[6], ctx[8], ctx[11]
-        col_tile = n_block * self.tile_n
+        mBoundsCur, seqlen_k = ctx[8], ctx[11]
         load_code_words(
             words,
             mBoundsCur,
             code,
-            col_tile + tScS_mn[0, 0][1],
-            col_tile + self.tile_n,
+            self.tile_first(n_block, ctx)[1],
+            (n_block + 1) * self.tile_n,
             seqlen_k,
             self.col_offs,
             self.n_bounds,

@@ -290,6 +290,11 @@ def _ge_bits(g: cute.Tensor, w: list, row_first: Int32, row_offs: cutlass.Conste
         g[r] = b
 
 
+def _full_mask(num_cols: int) -> Int32:
+    """The bits of all ``num_cols`` columns of a row's mask word."""
+    return Int32(-1) if num_cols == 32 else Int32((1 << num_cols) - 1)
+
+
 def _active_bits(n_bounds: int) -> int:
     """The ACTIVE bits of all bounds in a bound code (bit 2k for bound k)."""
     return sum(1 << (2 * k) for k in range(n_bounds))
@@ -352,7 +357,7 @@ def _const_ge(
 ) -> list:
     """ge[k][r] for every bound k, each row the constant of "row >= bound k" (bit 2k + 1 of the
     code, all columns); ACTIVE bounds overwrite theirs with :func:`_ge_bits`."""
-    full = Int32(-1) if cutlass.const_expr(num_cols == 32) else Int32((1 << num_cols) - 1)
+    full = _full_mask(num_cols)
     ge = []
     for k in cutlass.range_constexpr(n_bounds):
         g = cute.make_rmem_tensor(num_rows, Int32)
@@ -379,7 +384,7 @@ def _combine_ge(
     num_cols = len(col_offs)
     n_bounds = len(ge)
     pairs = _pair_pattern(col_offs)
-    full = Int32(-1) if cutlass.const_expr(num_cols == 32) else Int32((1 << num_cols) - 1)
+    full = _full_mask(num_cols)
     bits = cute.make_rmem_tensor(len(row_offs), Int32)
     for r in cutlass.range_constexpr(len(row_offs)):
         i = row_first + row_offs[r]
