@@ -45,6 +45,12 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     # without the bound words loaded a block ahead
     "bias": {"mask_bias": True},
     "bias_pf": {"mask_bias": True, "bound_prefetch": True},
+    # the next tile's Q issued after this tile's loads (before session 18, Note [Q ahead])
+    "q_behind": {"q_ahead": False},
+    # ... Q ahead, but the next tile's first n_block read and the claim waited for as before
+    "k_behind": {"k_ahead": False},
+    # a static tile stride, which also issues the next tile's Q early
+    "claim_static": {"claim": "static"},
 }
 
 

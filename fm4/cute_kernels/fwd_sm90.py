@@ -82,7 +82,7 @@ import cutlass.cute as cute
 import cutlass.memory
 import cutlass.pipeline as pipeline
 import cutlass.utils.hopper_helpers as sm90_utils
-from cutlass import Float32, Int32, const_expr
+from cutlass import Boolean, Float32, Int32, const_expr
 from cutlass.cute.nvgpu import cpasync, warp, warpgroup
 from cutlass.tensor_utils import LayoutEnum
 
@@ -110,6 +110,8 @@ from fm4.cute_kernels.tile_lists import list_counts, list_idx_rows
 from fm4.cute_kernels.tile_scheduler import (
     TILE_INFO_WORDS,
     TILE_QUEUE_STAGES,
+    claim_issue,
+    claim_result,
     claim_tile,
     pop_tile,
     push_tile,
@@ -203,6 +205,12 @@ CLAIM = "early"
 # one "lpt" group of heads. "lpt" vs "m", H100, 8K, one run: causal -1.4%, random_eviction
 # -3%, sliding_window +12%, share_question +6%, causal_document +3.5%.
 ORDER = "m"
+# Persistent with tile_overlap: the producer issues the next tile's Q early in this tile's loads
+# (Note [Q ahead]) instead of after them.
+Q_AHEAD = True
+# With q_ahead: the next tile's first n_block is read during this tile, and the claim's atomic
+# is waited for only after this tile's first K (Note [Q ahead]).
+K_AHEAD = True
 L2_KV_BUDGET_BYTES = 24 * 1024 * 1024
 # Persistent: a tile's last P V is issued together with the next tile's first Q K^T, and the
 # epilogue runs while the other warpgroup's GEMMs do (Note [Tile overlap]). Needs two Q stages
@@ -331,6 +339,8 @@ class FlashMaskFwdSm90:
         bound_codes: bool | None = None,
         bound_prefetch: bool | None = None,
         mask_bias: bool | None = None,
+        q_ahead: bool | None = None,
+        k_ahead: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -370,7 +380,11 @@ class FlashMaskFwdSm90:
         gets its wgmma descriptors (Note [Descriptors per tile]), "view" (from the fragments'
         descriptor views at each GEMM) or "words" (32-bit words kept in registers; the default
         with tile_overlap). pv_wait_after: keep the previous block's P V wait after the exp2 of
-        this many of each row's columns (Note [P V wait]; 0: where ptxas puts it).
+        this many of each row's columns (Note [P V wait]; 0: where ptxas puts it). q_ahead
+        (default ``Q_AHEAD`` where it applies: tile_overlap and a claim other than "late"): the
+        producer issues the next tile's Q after this tile's second K (Note [Q ahead]). k_ahead
+        (default ``K_AHEAD`` with q_ahead): the next tile's first n_block is read during this
+        tile and the claim's atomic result is waited for after this tile's first K.
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -469,6 +483,17 @@ class FlashMaskFwdSm90:
             )
         # Q stages: the next tile's Q must be in smem before this tile's last Q K^T is done.
         self.q_stages = 2 if self.tile_overlap else 1
+        # The next tile must be known when this tile's loads start, and have a Q stage of its own.
+        q_ahead_ok = self.tile_overlap and self.claim != "late"
+        if q_ahead and not q_ahead_ok:
+            raise ValueError(
+                "q_ahead=True needs tile_overlap (two Q stages) and claim 'early' or 'static', "
+                f"got tile_overlap={self.tile_overlap}, claim={self.claim!r}"
+            )
+        self.q_ahead = (Q_AHEAD if q_ahead is None else q_ahead) and q_ahead_ok
+        if k_ahead and not self.q_ahead:
+            raise ValueError("k_ahead=True needs q_ahead (the next tile known early)")
+        self.k_ahead = (K_AHEAD if k_ahead is None else k_ahead) and self.q_ahead
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -847,18 +872,59 @@ class FlashMaskFwdSm90:
             tile_state = pipeline.make_pipeline_state(
                 pipeline.PipelineUserType.Producer, TILE_QUEUE_STAGES
             )
+            m_block, head, batch, head_m, n_partial, n_total = self.tile_info(tile, sizes, lists)
+            # q_ahead (Note [Q ahead]): whether this tile's Q went out with the last tile, and,
+            # with k_ahead, its first n_block, read during the last tile.
+            q_ready = Boolean(False)
+            n_block0 = Int32(0)
+            if const_expr(self.k_ahead):
+                n_block0 = self.first_n_block(
+                    self.tile_blocks((m_block, head, batch, head_m, n_partial, n_total), lists)[0]
+                )
             while tile < num_tiles:
-                info = self.tile_info(tile, sizes, lists)
+                info = (m_block, head, batch, head_m, n_partial, n_total)
                 push_tile(queue[0], tile_state, queue[1], (tile, *info))
                 tile_state.advance()
                 next_tile = tile + grid_x
-                if const_expr(self.claim == "early"):
-                    # Claimed now, used after this tile's loads: the atomic's latency is hidden.
-                    next_tile = claim_tile(queue[2], grid_x)
-                q_state, kv_state = self.load_tile(info, q_state, kv_state, env, pipes, lists)
+                views = self.tile_views(info, env, lists)
+                if const_expr(self.k_ahead):
+                    claimed = None
+                    if const_expr(self.claim == "early"):
+                        claimed = claim_issue(queue[2])
+                    q_state, kv_state = self.load_tile_head(
+                        views, n_block0, q_state, kv_state, pipes, env, not q_ready
+                    )
+                    if const_expr(self.claim == "early"):
+                        # The atomic's result is waited for only now, after the first K.
+                        next_tile = claim_result(claimed, grid_x)
+                else:
+                    if const_expr(self.claim == "early"):
+                        # Claimed now, used after this tile's loads: the atomic's latency is
+                        # hidden.
+                        next_tile = claim_tile(queue[2], grid_x)
+                    n_block0 = self.first_n_block(views[0])
+                    q_state, kv_state = self.load_tile_head(
+                        views, n_block0, q_state, kv_state, pipes, env, not q_ready
+                    )
+                info_nx = None
+                n_block0_nx = None
+                if const_expr(self.q_ahead):
+                    info_nx = self.next_tile_info(next_tile, num_tiles, sizes, lists)
+                if const_expr(self.k_ahead):
+                    n_block0_nx = self.first_n_block(self.tile_blocks(info_nx, lists)[0])
+                q_state, kv_state = self.load_tile_rest(
+                    views, n_block0, q_state, kv_state, pipes, env, info_nx
+                )
                 if const_expr(self.claim == "late"):
                     next_tile = claim_tile(queue[2], grid_x)
+                if const_expr(not self.q_ahead):
+                    info_nx = self.next_tile_info(next_tile, num_tiles, sizes, lists)
+                if const_expr(self.q_ahead):
+                    q_ready = info_nx[5] > 0
+                if const_expr(self.k_ahead):
+                    n_block0 = n_block0_nx
                 tile = next_tile
+                m_block, head, batch, head_m, n_partial, n_total = info_nx
             # Past the end: the consumers stop.
             push_tile(queue[0], tile_state, queue[1], (tile,) + (Int32(0),) * (TILE_INFO_WORDS - 1))
         else:
@@ -875,13 +941,20 @@ class FlashMaskFwdSm90:
         lists: tuple,
     ) -> tuple:
         """Producer: the TMA loads of one tile (Q, then K and V of each n_block)."""
+        views = self.tile_views(info, env, lists)
+        n_block0 = self.first_n_block(views[0])
+        q_state, kv_state = self.load_tile_head(views, n_block0, q_state, kv_state, pipes, env)
+        return self.load_tile_rest(views, n_block0, q_state, kv_state, pipes, env)
+
+    @cute.jit
+    def tile_views(self, info: tuple, env: tuple, lists: tuple) -> tuple:
+        """Producer: (blocks, tQgQ, tQsQ, tKgK, tKsK, tVgV, tVsV) of one tile: its n_blocks
+        (:meth:`tile_blocks`) and its TMA source / destination views."""
         mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V = env
-        pipeline_q, pipeline_k, pipeline_v = pipes
         num_heads = mQ.shape[2]
         cta_layout = cute.make_layout(1)
         m_block, head, batch = info[0], info[1], info[2]
         blocks, _ = self.tile_blocks(info, lists)
-        n_total = blocks[0]
         head_kv = head // (num_heads // mK.shape[2])
         gQ = cute.local_tile(
             mQ[None, None, head, batch], (self.tile_m, self.head_dim), (m_block, 0)
@@ -901,19 +974,82 @@ class FlashMaskFwdSm90:
         tVsV, tVgV = cpasync.tma_partition(
             tma_atom_V, 0, cta_layout, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
         )
+        return blocks, tQgQ, tQsQ, tKgK, tKsK, tVgV, tVsV
+
+    @cute.jit
+    def first_n_block(self, blocks: tuple) -> Int32:
+        """A tile's first n_block (0 for a tile with no visible key: its lists are empty)."""
+        n_block0 = Int32(0)
+        if blocks[0] > 0:
+            n_block0 = self.n_block_at(Int32(0), blocks)
+        return n_block0
+
+    @cute.jit
+    def load_tile_head(
+        self,
+        views: tuple,  # from tile_views
+        n_block0: Int32,  # from first_n_block
+        q_state: pipeline.PipelineState,
+        kv_state: pipeline.PipelineState,
+        pipes: tuple,
+        env: tuple,
+        load_q: Boolean | bool = True,  # q_ahead: False if this tile's Q is already issued
+    ) -> tuple:
+        """Producer: a tile's Q and first K (nothing for a tile with no visible key)."""
+        blocks, tQgQ, tQsQ, tKgK, tKsK = views[:5]
+        pipeline_q, pipeline_k, _ = pipes
+        tma_atom_Q, tma_atom_K = env[6], env[7]
         # A tile with no visible key loads nothing (its consumers write zeros and -inf).
-        if n_total > 0:
-            n_block = self.n_block_at(Int32(0), blocks)
+        if blocks[0] > 0:
             if const_expr(self.q_stages > 1):
                 # tile_overlap: Q's stage was freed a tile ago, and the consumers need this Q
                 # as early as the first K (Note [Tile overlap]): Q first.
-                tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=True)
-                q_state.advance()
-            tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
+                if load_q:
+                    q_state = self.load_q_staged(q_state, (pipeline_q, tma_atom_Q, tQsQ), tQgQ)
+            tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block0)
             if const_expr(self.q_stages == 1):
                 # Persistent: waits until the consumers are done with the last tile's Q.
                 tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=False)
                 q_state.advance()
+        return q_state, kv_state
+
+    @cute.jit
+    def load_tile_rest(
+        self,
+        views: tuple,  # from tile_views
+        n_block0: Int32,
+        q_state: pipeline.PipelineState,
+        kv_state: pipeline.PipelineState,
+        pipes: tuple,
+        env: tuple,
+        info_nx: tuple | None = None,  # q_ahead: the next tile's tile_info (n_total 0: none)
+    ) -> tuple:
+        """Producer: a tile's other K and every V, after :meth:`load_tile_head`; with
+        ``info_nx`` also the next tile's Q (Note [Q ahead])."""
+        blocks, _, tQsQ, tKgK, tKsK, tVgV, tVsV = views
+        pipeline_q, pipeline_k, pipeline_v = pipes
+        mQ, sQ, tma_atom_Q, tma_atom_K, tma_atom_V = env[0], env[3], env[6], env[7], env[8]
+        n_total = blocks[0]
+        ahead = info_nx is not None
+        tQgQ_nx = None
+        n_total_nx = Int32(0)
+        if const_expr(ahead):
+            n_total_nx = info_nx[5]
+            gQ_nx = cute.local_tile(
+                mQ[None, None, info_nx[1], info_nx[2]],
+                (self.tile_m, self.head_dim),
+                (info_nx[0], 0),
+            )
+            _, tQgQ_nx = cpasync.tma_partition(
+                tma_atom_Q,
+                0,
+                cute.make_layout(1),
+                cute.group_modes(sQ, 0, 2),
+                cute.group_modes(gQ_nx, 0, 2),
+            )
+        q_env = (pipeline_q, tma_atom_Q, tQsQ)
+        if n_total > 0:
+            n_block = n_block0
             # K of block i goes out before V of block i - 1: the consumers' next Q K^T is
             # issued before the current P V (intra-warpgroup overlap).
             for i in cutlass.range(1, n_total, unroll=1):
@@ -923,9 +1059,56 @@ class FlashMaskFwdSm90:
                 kv_state.advance()
                 tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
                 tma_load(pipeline_v, state_prev, tma_atom_V, tVgV, tVsV, n_block_prev)
+                if const_expr(ahead):
+                    # Note [Q ahead]: after the second K, whose stage frees as the last
+                    # tile's final Q K^T completes, about when its Q stage frees too.
+                    if i == 1 and n_total_nx > 0:
+                        q_state = self.load_q_staged(q_state, q_env, tQgQ_nx)
+            if const_expr(ahead):
+                if n_total == 1 and n_total_nx > 0:
+                    q_state = self.load_q_staged(q_state, q_env, tQgQ_nx)
             tma_load(pipeline_v, kv_state, tma_atom_V, tVgV, tVsV, n_block)
             kv_state.advance()
+        elif const_expr(ahead):
+            if n_total_nx > 0:
+                q_state = self.load_q_staged(q_state, q_env, tQgQ_nx)
         return q_state, kv_state
+
+    @cute.jit
+    def load_q_staged(
+        self, q_state: pipeline.PipelineState, q_env: tuple, tQgQ: cute.Tensor
+    ) -> pipeline.PipelineState:
+        """Producer: one tile's Q into its stage (two Q stages); the state after it."""
+        pipeline_q, tma_atom_Q, tQsQ = q_env
+        tma_load(pipeline_q, q_state, tma_atom_Q, tQgQ, tQsQ, staged=True)
+        nxt = q_state.clone()
+        nxt.advance()
+        return nxt
+
+    @cute.jit
+    def next_tile_info(self, tile: Int32, num_tiles: Int32, sizes: tuple, lists: tuple) -> tuple:
+        """:meth:`tile_info` of ``tile``, or, past the last tile, of the last one with n_total
+        0 (its list counts are read in bounds and it loads nothing)."""
+        m_block, head, batch, head_m, n_partial, n_total = self.tile_info(
+            cutlass.min(tile, num_tiles - 1), sizes, lists
+        )
+        if tile >= num_tiles:
+            n_total = Int32(0)
+        return (m_block, head, batch, head_m, n_partial, n_total)
+
+    # Note [Q ahead]
+    #     With tile_overlap the consumers need the next tile's Q at the tile boundary (its
+    #     first Q K^T goes out with this tile's last P V). The producer used to issue it after
+    #     all of this tile's loads, behind the last V (whose stage frees only after the
+    #     second-to-last P V), the next tile's list counts, the tile queue and the claim's
+    #     atomic: on short rows the Q load (from DRAM, read once) had not landed by then. H100,
+    #     ncu source counters, sliding_window 8K: 8% of all warp samples were the consumers'
+    #     wait for that Q. With ``q_ahead`` the producer computes the next tile's tile_info as
+    #     soon as the tile is claimed and issues its Q right after this tile's second K (or
+    #     before the last V of a one-block tile; at once for a tile with no visible key). The
+    #     second K's stage frees when the last tile's final Q K^T completes, which is about when
+    #     the consumers release that tile's Q stage, the one the next Q takes, so the wait for
+    #     it is short and holds up no K or V load that could go out earlier.
 
     # ----------------------------------------------------------------------------------------
     # Consumer warpgroups

@@ -38,9 +38,22 @@ def tile_queue(barrier_storage, num_consumer_threads: int) -> pipeline.PipelineA
 @cute.jit
 def claim_tile(mCounter: cute.Tensor, grid_size: Int32) -> Int32:
     """The next tile index for this CTA (whole producer warp; one atomic, broadcast)."""
+    return claim_result(claim_issue(mCounter), grid_size)
+
+
+@cute.jit
+def claim_issue(mCounter: cute.Tensor) -> Int32:
+    """The counter's atomic increment, issued by lane 0 (other lanes: 0); its result is waited
+    for where :func:`claim_result` uses it."""
     claimed = Int32(0)
     if cute.arch.lane_idx() == 0:
         claimed = cute.arch.atomic_add(mCounter.iterator, Int32(1))
+    return claimed
+
+
+@cute.jit
+def claim_result(claimed: Int32, grid_size: Int32) -> Int32:
+    """The tile claimed by :func:`claim_issue` (whole producer warp; broadcast from lane 0)."""
     return cute.arch.shuffle_sync(claimed, 0) + grid_size
 
 
@@ -75,6 +88,8 @@ def pop_tile(
 __all__ = [
     "TILE_INFO_WORDS",
     "TILE_QUEUE_STAGES",
+    "claim_issue",
+    "claim_result",
     "claim_tile",
     "pop_tile",
     "push_tile",
