@@ -1001,7 +1001,7 @@ class FlashMaskFwdSm90:
         tma_atom_Q, tma_atom_K = env[6], env[7]
         # A tile with no visible key loads nothing (its consumers write zeros and -inf).
         if blocks[0] > 0:
-            if const_expr(self.q_stages > 1):
+            if const_expr(self.q_stages > 1):  # noqa: SIM102 (constexpr apart)
                 # tile_overlap: Q's stage was freed a tile ago, and the consumers need this Q
                 # as early as the first K (Note [Tile overlap]): Q first.
                 if load_q:
@@ -1059,17 +1059,17 @@ class FlashMaskFwdSm90:
                 kv_state.advance()
                 tma_load(pipeline_k, kv_state, tma_atom_K, tKgK, tKsK, n_block)
                 tma_load(pipeline_v, state_prev, tma_atom_V, tVgV, tVsV, n_block_prev)
-                if const_expr(ahead):
+                if const_expr(ahead):  # noqa: SIM102 (constexpr apart)
                     # Note [Q ahead]: after the second K, whose stage frees as the last
                     # tile's final Q K^T completes, about when its Q stage frees too.
                     if i == 1 and n_total_nx > 0:
                         q_state = self.load_q_staged(q_state, q_env, tQgQ_nx)
-            if const_expr(ahead):
+            if const_expr(ahead):  # noqa: SIM102 (constexpr apart)
                 if n_total == 1 and n_total_nx > 0:
                     q_state = self.load_q_staged(q_state, q_env, tQgQ_nx)
             tma_load(pipeline_v, kv_state, tma_atom_V, tVgV, tVsV, n_block)
             kv_state.advance()
-        elif const_expr(ahead):
+        elif const_expr(ahead):  # noqa: SIM102 (constexpr apart)
             if n_total_nx > 0:
                 q_state = self.load_q_staged(q_state, q_env, tQgQ_nx)
         return q_state, kv_state

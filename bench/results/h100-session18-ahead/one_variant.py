@@ -1,5 +1,6 @@
 # ruff: noqa
 """Run one fm4 forward variant N times on MASK at S (for ncu): python scratch/one_variant.py MASK S VARIANT [N]"""
+
 import math
 import sys
 
@@ -27,7 +28,15 @@ fn = compile_variant(D, causal, nb, None, **knobs)
 out = torch.empty_like(q)
 lse = torch.empty(B, H, S, dtype=torch.float32, device=dev)
 for _ in range(n):
-    fn(q, k, v, out, lse, 1.0 / math.sqrt(D), *args,
-       *persistent_args(D, causal, nb, dev, knobs.get("persistent")))
+    fn(
+        q,
+        k,
+        v,
+        out,
+        lse,
+        1.0 / math.sqrt(D),
+        *args,
+        *persistent_args(D, causal, nb, dev, knobs.get("persistent")),
+    )
 torch.cuda.synchronize()
 print("done", mask_name, S, variant, float(out.float().abs().mean()))

@@ -1,5 +1,6 @@
 # ruff: noqa
 """Summarise an ncu source page (SASS) CSV: python scratch/sass_an.py FILE.csv [top]"""
+
 import csv
 import sys
 
@@ -10,23 +11,32 @@ if not first.startswith('"Kernel Name'):
 rows = list(csv.DictReader(f))
 top = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 if not rows:
-    print("no rows"); sys.exit()
+    print("no rows")
+    sys.exit()
 cols = [c for c in rows[0].keys() if c]
+
+
 def col(*names):
     for nm in names:
         for c in cols:
             if c and c.lower().startswith(nm.lower()):
                 return c
     return None
+
+
 c_src = col("Source")
 c_samp = col("Warp Stall Sampling (All", "Sampling Data (All")
 c_exec = col("Instructions Executed")
 c_addr = col("Address")
+
+
 def num(x):
     try:
         return float(str(x).replace(",", ""))
     except ValueError:
         return 0.0
+
+
 tot_s = sum(num(r[c_samp]) for r in rows) if c_samp else 0
 tot_e = sum(num(r[c_exec]) for r in rows) if c_exec else 0
 print(f"instructions {len(rows)} samples {tot_s:.0f} executed(warp-level) {tot_e:.0f}")
