@@ -36,9 +36,11 @@ Note [Persistent tiles]
     with what it derives from it once (``tile_info``: m_block, head, batch, mask head and the
     list counts; the consumers then do no division and no list-count load between tiles);
     their pipeline states carry over from tile to tile. The consumers release Q once the tile's last
-    Q K^T is complete, so the producer loads the next tile's Q, and its first K / V as stages
-    free up, during the last P V and the epilogue. O is staged in its own smem buffer; before
-    writing it, the storing warp waits until the last tile's TMA store has read it.
+    Q K^T is complete. With two Q stages (tile_overlap) the producer issues the next tile's Q
+    early in this tile's loads (Note [Q ahead]); otherwise it loads it, and the next tile's
+    first K / V as stages free up, during the last P V and the epilogue. O is staged in its
+    own smem buffer; before writing it, the storing warp waits until the last tile's TMA store
+    has read it.
     Otherwise (D = 256: no smem for a separate O; or ``persistent=False``) there is one CTA
     per tile, on a (m_block, head, batch) grid, and O aliases sQ.
     Measured (H100, 8K, NOTES.md, session 3): against one CTA per tile, sliding_window -25%,
