@@ -880,8 +880,8 @@ class FlashMaskFwdSm90:
             q_ready = Boolean(False)
             n_block0 = Int32(0)
             if const_expr(self.k_ahead):
-                n_block0 = self.first_n_block(
-                    self.tile_blocks((m_block, head, batch, head_m, n_partial, n_total), lists)[0]
+                n_block0 = self.info_first_n_block(
+                    (m_block, head, batch, head_m, n_partial, n_total), lists
                 )
             while tile < num_tiles:
                 info = (m_block, head, batch, head_m, n_partial, n_total)
@@ -889,31 +889,27 @@ class FlashMaskFwdSm90:
                 tile_state.advance()
                 next_tile = tile + grid_x
                 views = self.tile_views(info, env, lists)
-                if const_expr(self.k_ahead):
-                    claimed = None
-                    if const_expr(self.claim == "early"):
-                        claimed = claim_issue(queue[2])
-                    q_state, kv_state = self.load_tile_head(
-                        views, n_block0, q_state, kv_state, pipes, env, not q_ready
-                    )
-                    if const_expr(self.claim == "early"):
-                        # The atomic's result is waited for only now, after the first K.
+                claimed = None
+                if const_expr(self.claim == "early"):
+                    # Claimed now, used after this tile's loads: the atomic's latency is hidden
+                    # (k_ahead: its result is waited for only after the first K).
+                    claimed = claim_issue(queue[2])
+                    if const_expr(not self.k_ahead):
                         next_tile = claim_result(claimed, grid_x)
-                else:
-                    if const_expr(self.claim == "early"):
-                        # Claimed now, used after this tile's loads: the atomic's latency is
-                        # hidden.
-                        next_tile = claim_tile(queue[2], grid_x)
+                if const_expr(not self.k_ahead):
                     n_block0 = self.first_n_block(views[0])
-                    q_state, kv_state = self.load_tile_head(
-                        views, n_block0, q_state, kv_state, pipes, env, not q_ready
-                    )
+                q_state, kv_state = self.load_tile_head(
+                    views, n_block0, q_state, kv_state, pipes, env, not q_ready
+                )
+                if const_expr(self.claim == "early" and self.k_ahead):
+                    next_tile = claim_result(claimed, grid_x)
                 info_nx = None
-                n_block0_nx = None
                 if const_expr(self.q_ahead):
                     info_nx = self.next_tile_info(next_tile, num_tiles, sizes, lists)
+                    q_ready = info_nx[5] > 0
                 if const_expr(self.k_ahead):
-                    n_block0_nx = self.first_n_block(self.tile_blocks(info_nx, lists)[0])
+                    # Read now, used by the next tile's first K.
+                    n_block0_nx = self.info_first_n_block(info_nx, lists)
                 q_state, kv_state = self.load_tile_rest(
                     views, n_block0, q_state, kv_state, pipes, env, info_nx
                 )
@@ -921,8 +917,6 @@ class FlashMaskFwdSm90:
                     next_tile = claim_tile(queue[2], grid_x)
                 if const_expr(not self.q_ahead):
                     info_nx = self.next_tile_info(next_tile, num_tiles, sizes, lists)
-                if const_expr(self.q_ahead):
-                    q_ready = info_nx[5] > 0
                 if const_expr(self.k_ahead):
                     n_block0 = n_block0_nx
                 tile = next_tile
@@ -952,23 +946,18 @@ class FlashMaskFwdSm90:
     def tile_views(self, info: tuple, env: tuple, lists: tuple) -> tuple:
         """Producer: (blocks, tQgQ, tQsQ, tKgK, tKsK, tVgV, tVsV) of one tile: its n_blocks
         (:meth:`tile_blocks`) and its TMA source / destination views."""
-        mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V = env
+        mQ, mK, mV, _, sK, sV, _, tma_atom_K, tma_atom_V = env
         num_heads = mQ.shape[2]
         cta_layout = cute.make_layout(1)
-        m_block, head, batch = info[0], info[1], info[2]
+        head, batch = info[1], info[2]
         blocks, _ = self.tile_blocks(info, lists)
         head_kv = head // (num_heads // mK.shape[2])
-        gQ = cute.local_tile(
-            mQ[None, None, head, batch], (self.tile_m, self.head_dim), (m_block, 0)
-        )
+        tQsQ, tQgQ = self.q_views(info, env)
         gK = cute.local_tile(
             mK[None, None, head_kv, batch], (self.tile_n, self.head_dim), (None, 0)
         )
         gV = cute.local_tile(
             mV[None, None, head_kv, batch], (self.tile_n, self.head_dim), (None, 0)
-        )
-        tQsQ, tQgQ = cpasync.tma_partition(
-            tma_atom_Q, 0, cta_layout, cute.group_modes(sQ, 0, 2), cute.group_modes(gQ, 0, 2)
         )
         tKsK, tKgK = cpasync.tma_partition(
             tma_atom_K, 0, cta_layout, cute.group_modes(sK, 0, 2), cute.group_modes(gK, 0, 2)
@@ -977,6 +966,27 @@ class FlashMaskFwdSm90:
             tma_atom_V, 0, cta_layout, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
         )
         return blocks, tQgQ, tQsQ, tKgK, tKsK, tVgV, tVsV
+
+    @cute.jit
+    def q_views(self, info: tuple, env: tuple) -> tuple:
+        """Producer: (tQsQ, tQgQ), the TMA destination / source views of a tile's Q (``info``
+        from :meth:`tile_info`)."""
+        mQ, sQ, tma_atom_Q = env[0], env[3], env[6]
+        gQ = cute.local_tile(
+            mQ[None, None, info[1], info[2]], (self.tile_m, self.head_dim), (info[0], 0)
+        )
+        return cpasync.tma_partition(
+            tma_atom_Q,
+            0,
+            cute.make_layout(1),
+            cute.group_modes(sQ, 0, 2),
+            cute.group_modes(gQ, 0, 2),
+        )
+
+    @cute.jit
+    def info_first_n_block(self, info: tuple, lists: tuple) -> Int32:
+        """:meth:`first_n_block` of the tile of ``info`` (from :meth:`tile_info`)."""
+        return self.first_n_block(self.tile_blocks(info, lists)[0])
 
     @cute.jit
     def first_n_block(self, blocks: tuple) -> Int32:
@@ -1030,25 +1040,14 @@ class FlashMaskFwdSm90:
         ``info_nx`` also the next tile's Q (Note [Q ahead])."""
         blocks, _, tQsQ, tKgK, tKsK, tVgV, tVsV = views
         pipeline_q, pipeline_k, pipeline_v = pipes
-        mQ, sQ, tma_atom_Q, tma_atom_K, tma_atom_V = env[0], env[3], env[6], env[7], env[8]
+        tma_atom_Q, tma_atom_K, tma_atom_V = env[6], env[7], env[8]
         n_total = blocks[0]
         ahead = info_nx is not None
         tQgQ_nx = None
         n_total_nx = Int32(0)
         if const_expr(ahead):
             n_total_nx = info_nx[5]
-            gQ_nx = cute.local_tile(
-                mQ[None, None, info_nx[1], info_nx[2]],
-                (self.tile_m, self.head_dim),
-                (info_nx[0], 0),
-            )
-            _, tQgQ_nx = cpasync.tma_partition(
-                tma_atom_Q,
-                0,
-                cute.make_layout(1),
-                cute.group_modes(sQ, 0, 2),
-                cute.group_modes(gQ_nx, 0, 2),
-            )
+            tQgQ_nx = self.q_views(info_nx, env)[1]
         q_env = (pipeline_q, tma_atom_Q, tQsQ)
         if n_total > 0:
             n_block = n_block0
