@@ -139,6 +139,36 @@ def test_bound_prefetch_and_mask_bias_knobs():
 
 
 @needs_cutlass
+def test_ahead_knobs():
+    """q_ahead -> k_ahead -> first_queued: each on by default where the one before it is (and,
+    first_queued, with bounds), a clear error when forced without it; first_queued widens the
+    tile queue's slots by two words."""
+    import cutlass
+
+    from fm4.cute_kernels.fwd_sm90 import FIRST_QUEUED, K_AHEAD, Q_AHEAD, FlashMaskFwdSm90
+    from fm4.cute_kernels.tile_scheduler import TILE_INFO_WORDS
+
+    bf16 = cutlass.BFloat16
+    kern = FlashMaskFwdSm90(bf16, 128, True, 1)
+    assert (kern.q_ahead, kern.k_ahead, kern.first_queued) == (Q_AHEAD, K_AHEAD, FIRST_QUEUED)
+    assert kern.tile_words == TILE_INFO_WORDS + (2 if kern.first_queued else 0)
+    dense = FlashMaskFwdSm90(bf16, 128, True, 0)
+    assert not dense.first_queued and dense.tile_words == TILE_INFO_WORDS
+    assert not FlashMaskFwdSm90(bf16, 128, True, 1, k_ahead=False).first_queued
+    assert not FlashMaskFwdSm90(bf16, 128, False, 2, persistent=False).first_queued
+    unq = FlashMaskFwdSm90(bf16, 128, False, 2, first_queued=False)
+    assert not unq.first_queued and unq.tile_words == TILE_INFO_WORDS
+    with pytest.raises(ValueError, match=r"first_queued=True needs k_ahead .* n_bounds=0"):
+        FlashMaskFwdSm90(bf16, 128, True, 0, first_queued=True)
+    with pytest.raises(ValueError, match=r"first_queued=True needs k_ahead .* k_ahead=False"):
+        FlashMaskFwdSm90(bf16, 128, True, 1, k_ahead=False, first_queued=True)
+    with pytest.raises(ValueError, match="k_ahead=True needs q_ahead"):
+        FlashMaskFwdSm90(bf16, 128, True, 1, q_ahead=False, k_ahead=True)
+    with pytest.raises(ValueError, match="q_ahead=True needs tile_overlap"):
+        FlashMaskFwdSm90(bf16, 128, True, 1, claim="late", q_ahead=True)
+
+
+@needs_cutlass
 def test_max_ctas_needs_a_persistent_kernel():
     """``attention_fwd_sm90(max_ctas=...)`` caps the persistent grid; for a kernel with one CTA
     per tile (head dim 256, or ``persistent=False``) it is an error, not silently ignored."""

@@ -49,6 +49,9 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "q_behind": {"q_ahead": False},
     # ... Q ahead, but the next tile's first n_block read and the claim waited for as before
     "k_behind": {"k_ahead": False},
+    # ... the next tile's first n_block and bound code read by the consumers from the lists,
+    # not handed out through the tile queue (before session 19, Note [First block queued])
+    "first_unqueued": {"first_queued": False},
     # a static tile stride, which also issues the next tile's Q early
     "claim_static": {"claim": "static"},
 }

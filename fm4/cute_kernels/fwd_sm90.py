@@ -213,6 +213,9 @@ Q_AHEAD = True
 # With q_ahead: the next tile's first n_block is read during this tile, and the claim's atomic
 # is waited for only after this tile's first K (Note [Q ahead]).
 K_AHEAD = True
+# With k_ahead and bounds: the tile queue hands the consumers each tile's first n_block and its
+# bound code with the tile (Note [First block queued]).
+FIRST_QUEUED = True
 L2_KV_BUDGET_BYTES = 24 * 1024 * 1024
 # Persistent: a tile's last P V is issued together with the next tile's first Q K^T, and the
 # epilogue runs while the other warpgroup's GEMMs do (Note [Tile overlap]). Needs two Q stages
@@ -285,9 +288,10 @@ def _gemm(
 
 
 def _shared_storage(
-    dtype, stages: int, q_stages: int, sQ_layout, sK_layout, sV_layout, sO_layout, persistent: bool
+    dtype, stages: int, q_stages: int, sQ_layout, sK_layout, sV_layout, sO_layout, tile_words: int
 ):
-    """The kernel's smem: mbarriers, then Q, K, V (and, persistent, O and the tile queue)."""
+    """The kernel's smem: mbarriers, then Q, K, V (and, persistent, O and the tile queue of
+    ``tile_words`` words per slot; 0: not persistent)."""
 
     def buf(layout):
         return tile_buf(dtype, layout, SMEM_ALIGN_BYTES)
@@ -300,10 +304,10 @@ def _shared_storage(
         "sK": buf(sK_layout),
         "sV": buf(sV_layout),
     }
-    if persistent:
+    if tile_words > 0:
         fields["sO"] = buf(sO_layout)
         fields["mbar_tile"] = cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
-        fields["sTile"] = cute.struct.MemRange[cutlass.Int32, TILE_INFO_WORDS * TILE_QUEUE_STAGES]
+        fields["sTile"] = cute.struct.MemRange[cutlass.Int32, tile_words * TILE_QUEUE_STAGES]
     return make_struct("SharedStorage", fields)
 
 
@@ -343,6 +347,7 @@ class FlashMaskFwdSm90:
         mask_bias: bool | None = None,
         q_ahead: bool | None = None,
         k_ahead: bool | None = None,
+        first_queued: bool | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -387,6 +392,8 @@ class FlashMaskFwdSm90:
         producer issues the next tile's Q after this tile's second K (Note [Q ahead]). k_ahead
         (default ``K_AHEAD`` with q_ahead): the next tile's first n_block is read during this
         tile and the claim's atomic result is waited for after this tile's first K.
+        first_queued (default ``FIRST_QUEUED`` with k_ahead and bounds): the tile queue carries
+        each tile's first n_block and bound code to the consumers (Note [First block queued]).
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -496,6 +503,18 @@ class FlashMaskFwdSm90:
         if k_ahead and not self.q_ahead:
             raise ValueError("k_ahead=True needs q_ahead (the next tile known early)")
         self.k_ahead = (K_AHEAD if k_ahead is None else k_ahead) and self.q_ahead
+        first_queued_ok = self.k_ahead and self.has_lists
+        if first_queued and not first_queued_ok:
+            raise ValueError(
+                "first_queued=True needs k_ahead (the first n_block read ahead) and bounds, got "
+                f"k_ahead={self.k_ahead}, n_bounds={n_bounds}"
+            )
+        self.first_queued = (
+            FIRST_QUEUED if first_queued is None else first_queued
+        ) and first_queued_ok
+        # Words per tile queue slot: the tile index, its tile_info, and with first_queued its
+        # first n_block and bound code.
+        self.tile_words = TILE_INFO_WORDS + (2 if self.first_queued else 0)
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -560,7 +579,7 @@ class FlashMaskFwdSm90:
             sK_layout,
             sV_layout,
             sO_layout,
-            self.persistent,
+            self.tile_words if self.persistent else 0,
         )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
@@ -670,7 +689,7 @@ class FlashMaskFwdSm90:
         if const_expr(self.persistent):
             queue = (
                 tile_queue(storage.mbar_tile.data_ptr(), n_mma),
-                storage.sTile.get_tensor(cute.make_layout((TILE_INFO_WORDS, TILE_QUEUE_STAGES))),
+                storage.sTile.get_tensor(cute.make_layout((self.tile_words, TILE_QUEUE_STAGES))),
                 mTileCounter,
             )
         cute.arch.mbarrier_init_fence()
@@ -876,16 +895,21 @@ class FlashMaskFwdSm90:
             )
             m_block, head, batch, head_m, n_partial, n_total = self.tile_info(tile, sizes, lists)
             # q_ahead (Note [Q ahead]): whether this tile's Q went out with the last tile, and,
-            # with k_ahead, its first n_block, read during the last tile.
+            # with k_ahead, its first n_block (first_queued: and that block's bound code), read
+            # during the last tile.
             q_ready = Boolean(False)
             n_block0 = Int32(0)
+            code0 = Int32(0)
             if const_expr(self.k_ahead):
-                n_block0 = self.info_first_n_block(
+                n_block0, code0 = self.info_first(
                     (m_block, head, batch, head_m, n_partial, n_total), lists
                 )
             while tile < num_tiles:
                 info = (m_block, head, batch, head_m, n_partial, n_total)
-                push_tile(queue[0], tile_state, queue[1], (tile, *info))
+                words = (tile, *info)
+                if const_expr(self.first_queued):
+                    words = (*words, n_block0, code0)
+                push_tile(queue[0], tile_state, queue[1], words)
                 tile_state.advance()
                 next_tile = tile + grid_x
                 views = self.tile_views(info, env, lists)
@@ -908,8 +932,8 @@ class FlashMaskFwdSm90:
                     info_nx = self.next_tile_info(next_tile, num_tiles, sizes, lists)
                     q_ready = info_nx[5] > 0
                 if const_expr(self.k_ahead):
-                    # Read now, used by the next tile's first K.
-                    n_block0_nx = self.info_first_n_block(info_nx, lists)
+                    # Read now, used by the next tile's first K (and, first_queued, pushed).
+                    n_block0_nx, code0_nx = self.info_first(info_nx, lists)
                 q_state, kv_state = self.load_tile_rest(
                     views, n_block0, q_state, kv_state, pipes, env, info_nx
                 )
@@ -919,10 +943,12 @@ class FlashMaskFwdSm90:
                     info_nx = self.next_tile_info(next_tile, num_tiles, sizes, lists)
                 if const_expr(self.k_ahead):
                     n_block0 = n_block0_nx
+                if const_expr(self.first_queued):
+                    code0 = code0_nx
                 tile = next_tile
                 m_block, head, batch, head_m, n_partial, n_total = info_nx
             # Past the end: the consumers stop.
-            push_tile(queue[0], tile_state, queue[1], (tile,) + (Int32(0),) * (TILE_INFO_WORDS - 1))
+            push_tile(queue[0], tile_state, queue[1], (tile,) + (Int32(0),) * (self.tile_words - 1))
         else:
             self.load_tile(self.tile_info(tile, sizes, lists), q_state, kv_state, env, pipes, lists)
 
@@ -984,9 +1010,15 @@ class FlashMaskFwdSm90:
         )
 
     @cute.jit
-    def info_first_n_block(self, info: tuple, lists: tuple) -> Int32:
-        """:meth:`first_n_block` of the tile of ``info`` (from :meth:`tile_info`)."""
-        return self.first_n_block(self.tile_blocks(info, lists)[0])
+    def info_first(self, info: tuple, lists: tuple) -> tuple:
+        """(:meth:`first_n_block`, bound code of that block or 0) of the tile of ``info`` (from
+        :meth:`tile_info`); the code only with first_queued, and only meaningful if the tile
+        has a partial block."""
+        blocks = self.tile_blocks(info, lists)[0]
+        code = Int32(0)
+        if const_expr(self.first_queued and self.mask_impl == "codes"):
+            code = self.code_at(Int32(0), blocks)
+        return self.first_n_block(blocks), code
 
     @cute.jit
     def first_n_block(self, blocks: tuple) -> Int32:
@@ -1111,6 +1143,15 @@ class FlashMaskFwdSm90:
     #     the consumers release that tile's Q stage, the one the next Q takes, so the wait for
     #     it is short and holds up no K or V load that could go out earlier.
 
+    # Note [First block queued]
+    #     At the tile boundary (:meth:`boundary_step`) the consumers make the next tile's first
+    #     mask bits before its first Q K^T. Read from the lists, they wait for two dependent
+    #     global loads: the partial list's first entry and its bound code, then the bound words
+    #     the code selects. With k_ahead the producer has already read that n_block during the
+    #     last tile; with ``first_queued`` it also reads the bound code there and pushes both
+    #     with the tile (two more words per queue slot), so only the bound words are loaded on
+    #     the consumers' path. A tile with no partial block gets a meaningless code, unused.
+
     # ----------------------------------------------------------------------------------------
     # Consumer warpgroups
     # ----------------------------------------------------------------------------------------
@@ -1203,8 +1244,7 @@ class FlashMaskFwdSm90:
             tile_state = pipeline.make_pipeline_state(
                 pipeline.PipelineUserType.Consumer, TILE_QUEUE_STAGES
             )
-            tile, *info = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
-            m_block, head, batch, head_m, n_partial, n_total = info
+            tile, *info = pop_tile(queue[0], tile_state, queue[1], self.tile_words)
             tile_state.advance()
             if const_expr(self.tile_overlap):
                 tiles_ctx = (num_tiles, queue, tile_state)
@@ -1212,6 +1252,7 @@ class FlashMaskFwdSm90:
                     tile, info, tiles_ctx, q_state, kv_state, pipeline_q, env, out, sizes, lists
                 )
             else:
+                m_block, head, batch, head_m, n_partial, n_total = info[:6]
                 while tile < num_tiles:
                     info = (m_block, head, batch, head_m, n_partial, n_total)
                     q_state, kv_state = self.mma_epilogue_tile(
@@ -1255,10 +1296,14 @@ class FlashMaskFwdSm90:
         env: tuple,
         sizes: tuple,
         lists: tuple,
+        first: tuple | None = None,  # first_queued: (first n_block, its bound code), queued
     ) -> tuple:
-        """A tile's n_blocks (:meth:`tile_blocks`) and ``ctx``: ``env`` with the tile's Q stage
-        (ctx[0]) and its bounds, m_block and lengths after the softmax (ctx[8:12])."""
+        """A tile's n_blocks (:meth:`tile_blocks`, with ``first`` appended if given: see
+        :meth:`first_at`) and ``ctx``: ``env`` with the tile's Q stage (ctx[0]) and its bounds,
+        m_block and lengths after the softmax (ctx[8:12])."""
         blocks, mBoundsCur = self.tile_blocks(info, lists)
+        if const_expr(first is not None):
+            blocks = (*blocks, first)
         tSrQ = env[0]
         if const_expr(self.q_stages > 1):
             tSrQ = env[0][None, None, None, q_state.index]
@@ -1338,8 +1383,7 @@ class FlashMaskFwdSm90:
         tSrQ, tSrK, tOrP, acc_shape_S, softmax = ctx[0], ctx[1], ctx[3], ctx[5], ctx[7]
         tiled_mma_qk, pipeline_k = ctx[13], ctx[15]
         pipeline_q.consumer_wait(q_state)
-        n_block = self.n_block_at(Int32(0), blocks)
-        code = self.code_at(Int32(0), blocks)
+        n_block, code = self.first_at(blocks)
         bits = None
         if const_expr(self.first_bits == "early"):
             bits = self.first_mask_bits(n_partial, n_block, ctx, code)
@@ -1355,6 +1399,19 @@ class FlashMaskFwdSm90:
         softmax.step(acc_S, is_first=True)
         self.convert_p(acc_S, tOrP, self.use_asm_cvt(True))
         return kv_state
+
+    @cute.jit
+    def first_at(self, blocks: tuple) -> tuple:
+        """(n_block, bound code or None) of a tile's first block: from the tile queue with
+        first_queued (``blocks`` from :meth:`tile_ctx` with ``first``), else from the lists."""
+        if const_expr(len(blocks) > 5):
+            n_block, code = blocks[5]
+            if const_expr(self.mask_impl != "codes"):
+                code = None
+        else:
+            n_block = self.n_block_at(Int32(0), blocks)
+            code = self.code_at(Int32(0), blocks)
+        return n_block, code
 
     @cute.jit
     def first_mask_bits(
@@ -1464,13 +1521,17 @@ class FlashMaskFwdSm90:
         overlap])."""
         num_tiles, queue, tile_state = queue_ctx
         acc_O, softmax = env[4], env[7]
-        m_block, head, batch, head_m, n_partial, n_total = info
+        m_block, head, batch, head_m, n_partial, n_total = info[:6]
+        # first_queued (Note [First block queued]): the tile's first n_block and bound code.
+        first = None
+        if const_expr(self.first_queued):
+            first = (info[6], info[7])
         softmax.reset()
         acc_O.fill(0.0)
         if tile < num_tiles:  # noqa: SIM102 (two run-time conditions, kept apart)
             if n_total > 0:
                 info_0 = (m_block, head, batch, head_m, n_partial, n_total)
-                blocks_0, ctx_0 = self.tile_ctx(info_0, q_state, env, sizes, lists)
+                blocks_0, ctx_0 = self.tile_ctx(info_0, q_state, env, sizes, lists, first)
                 kv_state = self.first_block(q_state, kv_state, pipeline_q, blocks_0, ctx_0)
         while tile < num_tiles:
             info_cur = (m_block, head, batch, head_m, n_partial, n_total)
@@ -1480,10 +1541,14 @@ class FlashMaskFwdSm90:
                 # Every Q K^T of this tile is complete: the producer may reuse its Q stage.
                 pipeline_q.consumer_release(q_state)
                 q_state.advance()
-            tile_nx, *info_nx = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
+            tile_nx, *words_nx = pop_tile(queue[0], tile_state, queue[1], self.tile_words)
             tile_state.advance()
+            info_nx = words_nx[:6]
             n_total_nx = info_nx[5]
-            blocks_nx, ctx_nx = self.tile_ctx(info_nx, q_state, env, sizes, lists)
+            first_nx = None
+            if const_expr(self.first_queued):
+                first_nx = (words_nx[6], words_nx[7])
+            blocks_nx, ctx_nx = self.tile_ctx(info_nx, q_state, env, sizes, lists, first_nx)
             if tile_nx < num_tiles and n_total > 0 and n_total_nx > 0:
                 kv_state = self.boundary_step(
                     q_state, kv_state, pipeline_q, blocks_nx, ctx_nx, info_cur, env, out, sizes
@@ -1520,11 +1585,10 @@ class FlashMaskFwdSm90:
         n_partial_nx = blocks_nx[1]
         tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax = ctx_nx[:8]
         wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v = ctx_nx[12:17]
-        n_block = self.n_block_at(Int32(0), blocks_nx)
         # The next tile's first mask bits before the GEMMs, as mask_at "early" does: made
         # later, its bound words (n = 2: 64 registers) would be live next to S, O and P.
         # Guarded always: here the bits sit on the path to this tile's last P V.
-        code = self.code_at(Int32(0), blocks_nx)
+        n_block, code = self.first_at(blocks_nx)
         bits = self.first_mask_bits(n_partial_nx, n_block, ctx_nx, code, guard=True)
         state_v = kv_state.clone()
         kv_state.advance()
