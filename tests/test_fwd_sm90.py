@@ -118,14 +118,20 @@ def test_bound_codes_knob():
 
 @needs_cutlass
 def test_bound_prefetch_and_mask_bias_knobs():
-    """bound_prefetch (n = 1, 2) and mask_bias (n = 1) apply with bound codes only, and are off
-    by default (measured neutral, NOTES.md session 15); mask_bias needs mask_at "early"."""
+    """bound_prefetch (n = 1, 2) and mask_bias (n = 1) apply with bound codes only; prefetch is
+    on by default for n = 1 (session 19's cycles), mask_bias off (NOTES.md sessions 15, 19);
+    mask_bias needs mask_at "early"."""
     import cutlass
 
-    from fm4.cute_kernels.fwd_sm90 import BOUND_PREFETCH, MASK_BIAS, FlashMaskFwdSm90
+    from fm4.cute_kernels.fwd_sm90 import MASK_BIAS, FlashMaskFwdSm90
 
     bf16 = cutlass.BFloat16
-    assert not BOUND_PREFETCH and not MASK_BIAS
+    assert not MASK_BIAS
+    assert FlashMaskFwdSm90(bf16, 128, True, 1).bound_prefetch
+    assert FlashMaskFwdSm90(bf16, 128, False, 1).bound_prefetch
+    assert not FlashMaskFwdSm90(bf16, 128, True, 2).bound_prefetch
+    assert not FlashMaskFwdSm90(bf16, 128, False, 4).bound_prefetch
+    assert not FlashMaskFwdSm90(bf16, 128, True, 1, bound_prefetch=False).bound_prefetch
     assert FlashMaskFwdSm90(bf16, 128, True, 1, bound_prefetch=True).bound_prefetch
     assert FlashMaskFwdSm90(bf16, 128, False, 2, bound_prefetch=True).bound_prefetch
     assert not FlashMaskFwdSm90(bf16, 128, False, 4, bound_prefetch=True).bound_prefetch

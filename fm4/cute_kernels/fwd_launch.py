@@ -39,8 +39,10 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "pv_wait_free": {"pv_wait_after": 0},
     # partial blocks' mask bits without the tile lists' bound codes (before session 14)
     "no_codes": {"bound_codes": False},
-    # partial blocks' bound words loaded one block ahead (bound codes, n = 1, 2)
+    # partial blocks' bound words loaded one block ahead (bound codes, n = 1, 2; n = 1's
+    # default since session 19) or not (n = 1's default before)
     "prefetch": {"bound_prefetch": True},
+    "no_prefetch": {"bound_prefetch": False},
     # partial blocks' masks as the S accumulator's start value (bound codes, n = 1), with and
     # without the bound words loaded a block ahead
     "bias": {"mask_bias": True},

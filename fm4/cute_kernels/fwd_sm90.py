@@ -167,14 +167,24 @@ def mask_impl_default(causal: bool, n_bounds: int) -> str:
 # fm4.masks.tiles; `mask_apply.bits_from_codes`): only the bounds ACTIVE in the tile are loaded
 # and compared. Replaces mask_impl for kernels with bounds (knob ``bound_codes``).
 BOUND_CODES = True
+
+
 # With bound codes, n = 1, 2: a partial block's bound words are loaded one block ahead (after
 # the previous block's GEMMs are issued), so that their global-load latency is not waited for
 # before the block's GEMMs (knob ``bound_prefetch``). With bound codes, n = 1: a partial block's
-# mask is the start value of its S accumulator (Note [Mask as bias]; knob ``mask_bias``). Both
-# off: H100, 8K, interleaved rounds, outputs bitwise equal (session 15, NOTES.md): prefetch
-# alone within -2% / +4%; mask_bias + prefetch causal_document -6% / -3% (two runs), the other
-# n = 1 masks within +-1%. n = 2 with prefetch spills (20 bytes, ptxas).
-BOUND_PREFETCH = False
+# mask is the start value of its S accumulator (Note [Mask as bias]; knob ``mask_bias``).
+# Outputs bitwise equal either way. Session 15 (H100, 8K, wall-clock): prefetch alone within
+# -2% / +4%; mask_bias + prefetch causal_document -6% / -3%, the other n = 1 masks +-1%.
+# Session 19 (SM cycles, `bench.cycles`, 8K, after first_queued), prefetch against none: n = 1
+# (causal) sliding_window 0.991, causal_document 1.003, share_question 0.997, random_eviction
+# 0.985; n = 2 +5 to +6.5% (document, prefix_lm_document / _causal, causal_blockwise,
+# qk_sparse: it spills 20 bytes there). mask_bias with or without prefetch: no better than
+# prefetch alone over the four n = 1 masks (random_eviction 0.964, causal_document 1.013).
+# So prefetch is on for n = 1 only, mask_bias off.
+def bound_prefetch_default(n_bounds: int) -> bool:
+    return n_bounds == 1
+
+
 MASK_BIAS = False
 
 
@@ -358,11 +368,11 @@ class FlashMaskFwdSm90:
         the tile lists' bound codes (:func:`bits_from_codes`: only the bounds ACTIVE in the tile
         are loaded and compared); otherwise mask_impl: "v1" (:func:`mask_bits`) or "v2"
         (:func:`load_bound_words` + :func:`bits_from_words`). bound_prefetch (default
-        ``BOUND_PREFETCH``): with bound codes and n_bounds 1 or 2, the bound words of a tile's
-        partial blocks after the first are loaded one block ahead (:func:`load_code_words`); no
-        effect otherwise (no partial block's words to load). mask_bias (default ``MASK_BIAS``;
-        needs mask_at "early"): with bound codes and n_bounds 1, Note [Mask as bias]; no effect
-        otherwise.
+        ``bound_prefetch_default``: on for n = 1): with bound codes and n_bounds 1 or 2, the
+        bound words of a tile's partial blocks after the first are loaded one block ahead
+        (:func:`load_code_words`); no effect otherwise (no partial block's words to load).
+        mask_bias (default ``MASK_BIAS``; needs mask_at "early"): with bound codes and n_bounds
+        1, Note [Mask as bias]; no effect otherwise.
         mask_at: where a masked block's bits are made, "early" (before the block's GEMMs are
         issued), "late" (after they are issued, while Q K^T runs; v2 only) or "split" (bounds
         loaded early, bits made late; v2 only). mask_guard: with "late" / "split", make the bits
@@ -428,7 +438,7 @@ class FlashMaskFwdSm90:
         if self.bound_codes:
             self.mask_impl = "codes"
         if bound_prefetch is None:
-            bound_prefetch = BOUND_PREFETCH
+            bound_prefetch = bound_prefetch_default(n_bounds)
         # Only partial blocks with bound codes and n = 1, 2 have words to load ahead.
         self.bound_prefetch = bool(bound_prefetch) and self.bound_codes and n_bounds in (1, 2)
         self.mask_at = MASK_AT if mask_at is None else mask_at
