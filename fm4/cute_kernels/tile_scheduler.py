@@ -4,9 +4,10 @@
 A persistent kernel launches one CTA per SM. CTA ``c`` starts with tile ``c``; afterwards its
 producer warp claims the next tile from a global counter (one atomic add per tile: the counter
 holds the number of tiles claimed beyond the first ``grid`` ones, and is zeroed before each
-launch) and hands every tile index, with up to ``TILE_INFO_WORDS - 1`` words the kernel derives
-from it, to the consumer warpgroups through a small smem queue of ``TILE_QUEUE_STAGES`` slots
-guarded by an mbarrier pipeline. After the last tile the producer pushes an index past the end,
+launch) and hands every tile index, with the words the kernel derives from it (``TILE_INFO_WORDS
+- 1`` of them, or more where a kernel widens its slots: the forward's ``first_queued`` adds two),
+to the consumer warpgroups through a small smem queue of ``TILE_QUEUE_STAGES`` slots guarded by
+an mbarrier pipeline. After the last tile the producer pushes an index past the end,
 which ends the consumers' loop too.
 """
 
@@ -19,7 +20,8 @@ from cutlass import Int32
 
 TILE_QUEUE_STAGES = 2
 #: Int32 words per queue slot: the tile index and what the kernel derives from it once, in the
-#: producer (for the forward: m_block, head, batch, mask head, n_partial, n_total).
+#: producer (for the forward: m_block, head, batch, mask head, n_partial, n_total). A kernel may
+#: use wider slots (``FlashMaskFwdSm90.tile_words``).
 TILE_INFO_WORDS = 7
 
 
@@ -62,7 +64,7 @@ def push_tile(
     pipe: pipeline.PipelineAsync, state: pipeline.PipelineState, sTile: cute.Tensor, words: tuple
 ) -> None:
     """Producer warp: put ``words`` (the tile index first, then what the kernel hands out with
-    it; ``sTile`` is ``(TILE_INFO_WORDS, TILE_QUEUE_STAGES)``) in the queue slot of ``state``
+    it; ``sTile`` is ``(words per slot, TILE_QUEUE_STAGES)``) in the queue slot of ``state``
     once it is free."""
     pipe.producer_acquire(state)
     for k in cutlass.range_constexpr(len(words)):
