@@ -1268,8 +1268,8 @@ class FlashMaskFwdSm90:
                     q_state, kv_state = self.mma_epilogue_tile(
                         info, q_state, kv_state, pipeline_q, env, out, sizes, lists
                     )
-                    tile, *info = pop_tile(queue[0], tile_state, queue[1], TILE_INFO_WORDS)
-                    m_block, head, batch, head_m, n_partial, n_total = info
+                    tile, *info = pop_tile(queue[0], tile_state, queue[1], self.tile_words)
+                    m_block, head, batch, head_m, n_partial, n_total = info[:6]
                     tile_state.advance()
             # The last O store must have read sO before the CTA exits.
             if tidx % self.o_store_threads() == 0:  # the thread that issued the stores
@@ -1414,7 +1414,7 @@ class FlashMaskFwdSm90:
     def first_at(self, blocks: tuple) -> tuple:
         """(n_block, bound code or None) of a tile's first block: from the tile queue with
         first_queued (``blocks`` from :meth:`tile_ctx` with ``first``), else from the lists."""
-        if const_expr(len(blocks) > 5):
+        if const_expr(self.first_queued):
             n_block, code = blocks[5]
             if const_expr(self.mask_impl != "codes"):
                 code = None
