@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target-ms", type=float, default=300.0, help="GPU time per measurement")
     p.add_argument(
+        "--warmup-ms",
+        type=float,
+        default=100.0,
+        help="untimed GPU time of each call before each of its timed rounds, so that every timed"
+        " iteration runs in that call's sustained clock / power state (0: one warm-up call)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "blockmask": args.blockmask,
         "check": not args.no_check,
         "target_ms": args.target_ms,
+        "warmup_ms": args.warmup_ms,
         "rounds": args.rounds,
     }
     meta = run_metadata(config)
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             log=log,
             on_impl_done=(bar.update if bar is not None else lambda n=1: None),
             set_status=(bar.set_postfix_str if bar is not None else lambda s: None),
-            timing_kw={"target_ms": args.target_ms},
+            timing_kw={"target_ms": args.target_ms, "warmup_ms": args.warmup_ms},
             rounds=args.rounds,
         )
         meta["elapsed_s"] = round(time.time() - t0, 1)

@@ -164,9 +164,9 @@ def run_case(
 
     First every implementation is prepared, compiled and checked; then all of them are timed
     in ``rounds`` interleaved rounds (the order rotated from round to round, ``target_ms`` split
-    over the rounds), so that a slow phase of the GPU (clocks, power, temperature) falls on all
-    of them alike instead of on whichever ran then. A row's time is the median over the
-    iterations of all its rounds.
+    over the rounds; ``warmup_ms``, if given, is each round's own untimed lead-in, not split), so
+    that a slow phase of the GPU (clocks, power, temperature) falls on all of them alike instead
+    of on whichever ran then. A row's time is the median over the iterations of all its rounds.
     """
     timing_kw = dict(timing_kw or {})
     rounds = max(1, rounds)

@@ -4,10 +4,18 @@ Each iteration records its own pair of events, so work that must happen before t
 (the forward before a timed backward) can run untimed in the same loop. The number of
 iterations adapts to the call's length: at least ``min_reps``, at most ``max_reps``, about
 ``target_ms`` of GPU time in total.
+
+Warm-up by time (``warmup_ms``): the H100 runs at its boost clock for the first ~80 ms after a
+pause and then at the 700 W power limit, where a kernel's clock depends on its own power draw
+(measured: `bench/results/h100-session20-protocol/`). Counted warm-up calls alone leave the first
+timed calls in whatever clock state the previous work (or a pause) left behind; ``warmup_ms``
+runs the call itself untimed for that long first, so every timed iteration sees the sustained
+state of that call.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -63,16 +71,30 @@ def reps_for(estimate_ms: float, *, min_reps: int, max_reps: int, target_ms: flo
     return int(max(min_reps, min(max_reps, round(target_ms / estimate_ms))))
 
 
+def warmup_calls(estimate_ms: float, warmup_ms: float, *, cap: int = 2000) -> int:
+    """Untimed calls that fill about ``warmup_ms`` of GPU time for a call of ``estimate_ms``
+    (0 when ``warmup_ms`` is 0; at most ``cap``, for calls too short to time)."""
+    if warmup_ms <= 0:
+        return 0
+    if not estimate_ms or estimate_ms <= 0:
+        return cap
+    return int(min(cap, math.ceil(warmup_ms / estimate_ms)))
+
+
 def time_cuda(
     run: Callable[[], object],
     *,
     setup: Callable[[], object] | None = None,
     warmup: int = 1,
+    warmup_ms: float = 0.0,
     min_reps: int = 3,
     max_reps: int = 20,
     target_ms: float = 300.0,
 ) -> Timing:
-    """Median-able CUDA-event times of ``run()`` (``setup()`` runs untimed before each call)."""
+    """Median-able CUDA-event times of ``run()`` (``setup()`` runs untimed before each call).
+
+    ``warmup`` untimed calls first; then, if ``warmup_ms`` > 0, untimed calls for about that much
+    GPU time (the first of them timed to size the rest), queued right before the timed ones."""
     for _ in range(warmup):
         if setup is not None:
             setup()
@@ -89,6 +111,13 @@ def time_cuda(
         end.record()
         return start, end
 
+    if warmup_ms > 0:
+        s, e = one()
+        torch.cuda.synchronize()
+        for _ in range(warmup_calls(s.elapsed_time(e), warmup_ms) - 1):
+            if setup is not None:
+                setup()
+            run()
     s, e = one()
     torch.cuda.synchronize()
     first = s.elapsed_time(e)

@@ -14,7 +14,7 @@ from bench.peers import IMPLS, flex_column_mask_mod, make_impls
 from bench.report import Row
 from bench.runner import Collector, _Acc
 from bench.suite import SEEDED_MASKS, Case, batch_for, build_cases, fmt_len, parse_len
-from bench.timing import Timing, reps_for
+from bench.timing import Timing, reps_for, warmup_calls
 from fm4.masks.registry import make_mask, mask_names
 
 
@@ -113,6 +113,15 @@ def test_timing_reps():
     assert reps_for(10.0, min_reps=3, max_reps=20, target_ms=300) == 20
     assert reps_for(100.0, min_reps=3, max_reps=20, target_ms=300) == 3
     assert reps_for(1000.0, min_reps=3, max_reps=20, target_ms=300) == 3
+
+
+def test_warmup_calls_fill_the_warmup_time():
+    assert warmup_calls(2.5, 0.0) == 0  # off
+    assert warmup_calls(2.5, 100.0) == 40
+    assert warmup_calls(30.0, 100.0) == 4  # rounds up: at least warmup_ms
+    assert warmup_calls(300.0, 100.0) == 1
+    assert warmup_calls(0.001, 100.0) == 2000  # capped
+    assert warmup_calls(0.0, 100.0) == 2000
     t = Timing([3.0, 1.0, 2.0])
     assert t.median_ms == 2.0 and t.spread == pytest.approx(1.0)
 
@@ -302,7 +311,8 @@ def test_run_case_interleaves_rounds(monkeypatch):
             return fn
 
     def fake_time(fn, inp, direction, **kw):
-        assert kw == {"target_ms": 100.0}  # 300 ms split over 3 rounds
+        # target 300 ms split over 3 rounds; the warm-up is per round, not split
+        assert kw == {"target_ms": 100.0, "warmup_ms": 100.0}
         fn()
         name = calls[-1][1]
         if name == "c" and ("time", "c", direction) in calls:  # c's second round fails
@@ -335,7 +345,7 @@ def test_run_case_interleaves_rounds(monkeypatch):
         device=torch.device("cpu"),
         check=False,
         log=lambda s: None,
-        timing_kw={"target_ms": 300.0},
+        timing_kw={"target_ms": 300.0, "warmup_ms": 100.0},
         rounds=3,
     )
     timed = [c[1] for c in calls if c[0] == "time"]
