@@ -33,14 +33,17 @@ QUICK_PLAN = [(8 * K, ["causal", "sliding_window", "document"])]
 FULL_PLAN = [(s, ALL_MASKS) for s in (8 * K, 32 * K, 128 * K)]
 DEFAULT_IMPLS = ["fm4", "fa4_mask_mod", "flex", "fa4_dense", "sdpa"]
 ALL_IMPLS = ["fm4", "fa4_mask_mod", "flex", "flex_flash", "fa4_dense", "sdpa"]
+#: Timed calls per round at most: high enough that --target-ms decides (2 ms calls, 1 s).
+MAX_REPS = 5000
 
 EPILOG = f"""
 plans:
   default   every mask at 8K (fwd, fwd+bwd); at 32K and 128K (fwd):
             {", ".join(LONG_MASKS)}.
             Implementations {", ".join(DEFAULT_IMPLS)}; one document split (seed 0).
-            About 6-9 minutes on one H100, compiles included (8 min 32 s measured cold,
-            with fm4; 4 min 54 s for the peers alone on a warm machine).
+            Each measurement: 1 s of untimed calls, then 0.5 s timed, in each of two
+            interleaved rounds (the H100 is power-limited: see bench.timing).
+            About 9-13 minutes on one H100, compiles included.
   --quick   {", ".join(QUICK_PLAN[0][1])} at 8K, fwd only (a minute or two).
   --full    every mask at 8K, 32K, 128K; fwd, bwd, fwd+bwd; 5 document splits; all
             implementations (FlashMask V4's whole suite: about an hour).
@@ -90,18 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="create_block_mask",
         help="how the peers' BlockMask is built (default torch.compile(create_block_mask))",
     )
-    p.add_argument("--target-ms", type=float, default=300.0, help="GPU time per measurement")
+    p.add_argument(
+        "--target-ms",
+        type=float,
+        default=1000.0,
+        help="timed GPU time per measurement, split over the rounds (at least 3 calls a round)",
+    )
     p.add_argument(
         "--warmup-ms",
         type=float,
-        default=100.0,
-        help="untimed GPU time of each call before each of its timed rounds, so that every timed"
-        " iteration runs in that call's sustained clock / power state (0: one warm-up call)",
+        default=1000.0,
+        help="untimed GPU time of each call right before each of its timed rounds, so that the"
+        " timed calls run in that call's own sustained clock / power state (bench.timing)",
     )
     p.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=2,
         help="interleaved timing rounds per case (every implementation once per round, the"
         " order rotated; --target-ms is split over them)",
     )
@@ -195,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "check": not args.no_check,
         "target_ms": args.target_ms,
         "warmup_ms": args.warmup_ms,
+        "max_reps": MAX_REPS,
         "rounds": args.rounds,
     }
     meta = run_metadata(config)
@@ -220,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             log=log,
             on_impl_done=(bar.update if bar is not None else lambda n=1: None),
             set_status=(bar.set_postfix_str if bar is not None else lambda s: None),
-            timing_kw={"target_ms": args.target_ms, "warmup_ms": args.warmup_ms},
+            timing_kw={
+                "target_ms": args.target_ms,
+                "warmup_ms": args.warmup_ms,
+                "max_reps": MAX_REPS,
+            },
             rounds=args.rounds,
         )
         meta["elapsed_s"] = round(time.time() - t0, 1)

@@ -5,12 +5,14 @@ Each iteration records its own pair of events, so work that must happen before t
 iterations adapts to the call's length: at least ``min_reps``, at most ``max_reps``, about
 ``target_ms`` of GPU time in total.
 
-Warm-up by time (``warmup_ms``): the H100 runs at its boost clock for the first ~80 ms after a
-pause and then at the 700 W power limit, where a kernel's clock depends on its own power draw
-(measured: `bench/results/h100-session20-protocol/`). Counted warm-up calls alone leave the first
-timed calls in whatever clock state the previous work (or a pause) left behind; ``warmup_ms``
-runs the call itself untimed for that long first, so every timed iteration sees the sustained
-state of that call.
+Warm-up by time (``warmup_ms``): on the H100 every attention kernel here runs at the 700 W
+power limit, and the power controller moves the SM clock in steps over hundreds of
+milliseconds. After a pause or a lighter kernel the first ~100 ms run near the 1980 MHz boost
+clock; a kernel close to the limit (fm4's) then swings by up to +-12% between 100 ms windows,
+while a sustained run of a second or more repeats to 0.1-1% (measured:
+`bench/results/h100-session20-protocol/`). Counted warm-up calls leave the timed calls in
+whatever clock state the previous work or pause left behind; ``warmup_ms`` runs the call itself
+untimed for that long first, so the timed calls see that call's own sustained state.
 """
 
 from __future__ import annotations
@@ -93,15 +95,18 @@ def time_cuda(
 ) -> Timing:
     """Median-able CUDA-event times of ``run()`` (``setup()`` runs untimed before each call).
 
-    ``warmup`` untimed calls first; then, if ``warmup_ms`` > 0, untimed calls for about that much
-    GPU time (the first of them timed to size the rest), queued right before the timed ones."""
-    for _ in range(warmup):
+    ``warmup`` untimed calls; one call timed to size the rest (not among the results); untimed
+    calls for about ``warmup_ms`` of GPU time (at least one); then the timed calls. The last two
+    are queued without a host synchronisation in between, so the GPU is busy when each timed call
+    starts and no timed interval contains the host's own time to launch the call (which the call
+    right after a synchronisation would: measured 0.1-0.45 ms per call for fm4 and FA4)."""
+
+    def call() -> None:
         if setup is not None:
             setup()
         run()
-    torch.cuda.synchronize()
 
-    def one() -> tuple[torch.cuda.Event, torch.cuda.Event]:
+    def timed() -> tuple[torch.cuda.Event, torch.cuda.Event]:
         if setup is not None:
             setup()
         start = torch.cuda.Event(enable_timing=True)
@@ -111,24 +116,17 @@ def time_cuda(
         end.record()
         return start, end
 
-    if warmup_ms > 0:
-        s, e = one()
-        torch.cuda.synchronize()
-        for _ in range(warmup_calls(s.elapsed_time(e), warmup_ms) - 1):
-            if setup is not None:
-                setup()
-            run()
-    s, e = one()
+    for _ in range(warmup):
+        call()
+    s, e = timed()
     torch.cuda.synchronize()
-    first = s.elapsed_time(e)
-    events = [
-        one()
-        for _ in range(
-            reps_for(first, min_reps=min_reps, max_reps=max_reps, target_ms=target_ms) - 1
-        )
-    ]
+    estimate = s.elapsed_time(e)
+    for _ in range(max(1, warmup_calls(estimate, warmup_ms))):
+        call()
+    reps = reps_for(estimate, min_reps=min_reps, max_reps=max_reps, target_ms=target_ms)
+    events = [timed() for _ in range(reps)]
     torch.cuda.synchronize()
-    return Timing([first] + [a.elapsed_time(b) for a, b in events])
+    return Timing([a.elapsed_time(b) for a, b in events])
 
 
 def time_host(run: Callable[[], object], *, reps: int = 3) -> Timing:

@@ -115,6 +115,43 @@ def test_timing_reps():
     assert reps_for(1000.0, min_reps=3, max_reps=20, target_ms=300) == 3
 
 
+def test_time_cuda_queues_timed_calls_behind_untimed_ones(monkeypatch):
+    """No host synchronisation between the warm-up by time and the timed calls, the sizing call
+    is not among the results, and the counts follow warmup_ms / target_ms."""
+    import bench.timing as timing
+
+    trace: list[str] = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            self.at = None
+
+        def record(self):
+            trace.append("record")
+            self.at = sum(1 for t in trace if t == "run")
+
+        def elapsed_time(self, other):
+            return 10.0 * (other.at - self.at)  # every call takes 10 ms
+
+    monkeypatch.setattr(timing.torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(timing.torch.cuda, "synchronize", lambda: trace.append("sync"))
+    t = timing.time_cuda(
+        lambda: trace.append("run"), warmup=2, warmup_ms=50.0, max_reps=100, target_ms=80.0
+    )
+    assert t.times_ms == [10.0] * 8
+    syncs = [i for i, x in enumerate(trace) if x == "sync"]
+    assert len(syncs) == 2  # after the sizing call, and at the end
+    between = trace[syncs[0] + 1 : syncs[1]]
+    assert between[:5] == ["run"] * 5  # 50 ms of untimed calls, queued first
+    assert between[5:] == ["record", "run", "record"] * 8
+    assert trace[: syncs[0]] == ["run", "run", "record", "run", "record"]
+    # warmup_ms = 0 still queues one untimed call ahead of the timed ones
+    trace.clear()
+    timing.time_cuda(lambda: trace.append("run"), warmup=0, min_reps=3, max_reps=3)
+    first_sync = trace.index("sync")
+    assert trace[first_sync + 1 : first_sync + 3] == ["run", "record"]
+
+
 def test_warmup_calls_fill_the_warmup_time():
     assert warmup_calls(2.5, 0.0) == 0  # off
     assert warmup_calls(2.5, 100.0) == 40
