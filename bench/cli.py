@@ -43,7 +43,8 @@ plans:
             Implementations {", ".join(DEFAULT_IMPLS)}; one document split (seed 0).
             Each measurement: 1 s of untimed calls, then 0.5 s timed, in each of two
             interleaved rounds (the H100 is power-limited: see bench.timing).
-            About 9-13 minutes on one H100, compiles included.
+            About 15-18 minutes on one H100, compiles included (897 s measured
+            in three parts, fm4's kernels compiled beforehand).
   --quick   {", ".join(QUICK_PLAN[0][1])} at 8K, fwd only (a minute or two).
   --full    every mask at 8K, 32K, 128K; fwd, bwd, fwd+bwd; 5 document splits; all
             implementations (FlashMask V4's whole suite: about an hour).

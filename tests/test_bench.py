@@ -481,3 +481,45 @@ def test_kernel_times_totals_per_step():
     assert "tiny" not in text  # below MIN_SHOWN_MS, still in the total
     with pytest.raises(ValueError, match="steps=0"):
         kernel_totals(events, steps=0)
+
+
+def test_summary_tables_and_headline():
+    from bench import summary
+    from bench.report import Row
+
+    def row(mask, impl, direction, ms, seqlen=8192):
+        return Row(
+            mask,
+            seqlen,
+            16,
+            32,
+            32,
+            128,
+            impl,
+            direction,
+            "ok",
+            ms=ms,
+            tflops_block=100.0,
+            density=0.5,
+        )
+
+    rows = [
+        row("full", "fm4", "fwd", 10.0),
+        row("full", "fa4_dense", "fwd", 11.0),
+        row("causal", "fm4", "fwd", 5.0),
+        row("causal", "fa4_mask_mod", "fwd", 6.0),
+        row("causal", "fa4_dense", "fwd", 5.5),
+        row("document", "fm4", "fwd", 4.0),
+        row("document", "fa4_mask_mod", "fwd", 3.0),
+        Row("document", 8192, 16, 32, 32, 128, "flex", "fwd", "skipped", reason="x"),
+    ]
+    sp = summary.speedups(rows, 8192, "fwd")
+    assert sp == {"causal": 6.0 / 5.0, "document": 3.0 / 4.0}
+    head = "\n".join(summary.headline(rows))
+    assert f"geometric mean {math.sqrt(1.2 * 0.75):.3f} over 2 masks" in head
+    assert "full: fm4 / FA4 dense 1.100" in head
+    assert "lowest row against FA4 mask_mod: document 8K fwd 0.750" in head
+    table = summary.readme_table(rows)
+    assert table[2].startswith("| full | 0.500 | 10.00 (100) | - | 1.10x (vs FA4 dense 11.00")
+    assert "| document | 0.500 | 4.00 (100) | 3.00 (100) | 0.75x |" in table[4]
+    assert len(summary.long_table(rows)) == 2 + 3
