@@ -163,7 +163,8 @@ def library_versions() -> dict[str, str]:
 
 
 def device_info() -> dict[str, object]:
-    """The GPU's name and capability (or 'cpu')."""
+    """The GPU's name, capability and UUID (or 'cpu'). The UUID tells lent machines apart:
+    rows of different physical GPUs are not comparable (their power behaviour differs)."""
     try:
         import torch
 
@@ -174,6 +175,7 @@ def device_info() -> dict[str, object]:
                 "capability": f"sm_{p.major}{p.minor}",
                 "memory_gib": round(p.total_memory / 2**30, 1),
                 "sms": p.multi_processor_count,
+                "uuid": str(getattr(p, "uuid", "")),
             }
     except Exception:
         pass
