@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="default,pds2")
     ap.add_argument("--reps", type=int, default=10, help="timed calls per variant and round")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median of them)")
+    ap.add_argument(
+        "--warmup-ms",
+        type=float,
+        default=1000.0,
+        help="untimed GPU time of each run before each timed round (power limit: bench.timing)",
+    )
     ap.add_argument("--peers", default="fa4_dense,fa4_mask_mod", help="'none' for fm4 only")
     ap.add_argument("--warm-cache", action="store_true", help="compile into FM4_CACHE_DIR only")
     ap.add_argument("--jobs", type=int, default=16, help="processes for --warm-cache")
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     B = max(1, 16 * 8192 // S)
     variants = args.variants.split(",")
     peers = [] if args.peers == "none" else args.peers.split(",")
-    kw = {"warmup": 2, "min_reps": args.reps, "max_reps": args.reps}
+    kw = {"warmup": 2, "warmup_ms": args.warmup_ms, "min_reps": args.reps, "max_reps": args.reps}
     rows = []
     for mask in args.masks.split(","):
         case = Case(mask, S, B, H, H, D)

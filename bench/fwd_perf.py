@@ -200,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masks", default="full,causal,prefix_lm_causal,qk_sparse")
     ap.add_argument("--variants", default="default")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument(
+        "--warmup-ms",
+        type=float,
+        default=1000.0,
+        help="untimed GPU time of each run before each timed round (the H100 is power-limited:"
+        " bench.timing; 0 for a quick look)",
+    )
     ap.add_argument("--compile-only", action="store_true")
     ap.add_argument("--check", action="store_true", help="compare each variant with the first")
     ap.add_argument("--jobs", type=int, default=0, help="compile in this many processes first")
@@ -278,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             compiled[key] = cute.runtime.load_module(path, enable_tvm_ffi=True)["func"]
 
     def timed(fn) -> float:
-        return time_cuda(fn, warmup=2, min_reps=args.reps, max_reps=args.reps).median_ms
+        return time_cuda(
+            fn, warmup=2, warmup_ms=args.warmup_ms, min_reps=args.reps, max_reps=args.reps
+        ).median_ms
 
     for mask in masks:
         case = Case(mask, S, B, H, H, D)
