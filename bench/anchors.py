@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from bench.report import Row, read_json
+from bench.report import Row, geomean, read_json
 from bench.suite import fmt_len
 
 #: Where the anchors live relative to the repository root (a sibling checkout's shared/ folder).
@@ -116,7 +116,7 @@ def compare_lines(rows: list[Row], anchors_path: str, *, tolerance: float = 0.10
             f"{r.ms:8.2f} / {c.anchor.ms:8.2f} = {c.ratio:5.2f}{dens}{flag}"
         )
     judged = [c.judged for c in cmps]
-    gm = math.exp(sum(math.log(x) for x in judged) / len(judged))
+    gm = geomean(judged)
     outside = sum(abs(x - 1) > tolerance for x in judged)
     lines.append(
         f"  geometric mean {gm:.3f} over {len(judged)} rows; {outside} outside +-{tolerance:.0%}"

@@ -35,6 +35,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from bench.report import geomean
+
 METRICS = ("sm__cycles_elapsed.max", "gpu__time_duration.sum", "sm__cycles_elapsed.avg.per_second")
 SEGMENT_MARKER = "spin_kernel"
 
@@ -140,7 +142,7 @@ def table(segments: list[Segment]) -> str:
             groups = {"all": groups["all"]}
         for g, vals in groups.items():
             if vals:
-                gm = math.exp(sum(math.log(r) for r in vals) / len(vals))
+                gm = geomean(vals)
                 lines.append(f"- {o}, {g}: geometric mean of the ratio over {len(vals)}: {gm:.3f}")
     return "\n".join(lines) + "\n"
 

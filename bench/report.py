@@ -49,6 +49,12 @@ class Row:
         return (self.mask, self.seqlen, self.head_dim, self.heads, self.kv_heads, self.direction)
 
 
+def geomean(values: Iterable[float]) -> float:
+    """Geometric mean (nan for no values)."""
+    vals = list(values)
+    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan")
+
+
 def fill_speedups(rows: list[Row], baseline: str, dense_baseline: str) -> None:
     """Set ``speedup`` = baseline ms / row ms for every timed row (baseline per key)."""
     by_key: dict[tuple, dict[str, Row]] = {}

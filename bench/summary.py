@@ -10,11 +10,10 @@ mask_mod per (length, direction), full and causal against FA4 dense, and the low
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterable
 
-from bench.report import Row, read_json
+from bench.report import Row, geomean, read_json
 from bench.suite import fmt_len
 
 FM4, MASK_MOD, DENSE, FLEX = "fm4", "fa4_mask_mod", "fa4_dense", "flex"
@@ -43,11 +42,6 @@ def _ratio(base: Row | None, r: Row | None) -> float | None:
 
 def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
-
-
-def geomean(values: list[float]) -> float:
-    """Geometric mean (nan for an empty list)."""
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
 
 
 def speedups(rows: list[Row], seqlen: int, direction: str) -> dict[str, float]:

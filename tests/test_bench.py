@@ -113,6 +113,8 @@ def test_timing_reps():
     assert reps_for(10.0, min_reps=3, max_reps=20, target_ms=300) == 20
     assert reps_for(100.0, min_reps=3, max_reps=20, target_ms=300) == 3
     assert reps_for(1000.0, min_reps=3, max_reps=20, target_ms=300) == 3
+    t = Timing([3.0, 1.0, 2.0])
+    assert t.median_ms == 2.0 and t.spread == pytest.approx(1.0)
 
 
 def test_time_cuda_queues_timed_calls_behind_untimed_ones(monkeypatch):
@@ -159,8 +161,6 @@ def test_warmup_calls_fill_the_warmup_time():
     assert warmup_calls(300.0, 100.0) == 1
     assert warmup_calls(0.001, 100.0) == 2000  # capped
     assert warmup_calls(0.0, 100.0) == 2000
-    t = Timing([3.0, 1.0, 2.0])
-    assert t.median_ms == 2.0 and t.spread == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------- masks and checks
