@@ -147,7 +147,9 @@ def table(segments: list[Segment]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cases(spec: str | None):
+def parse_cases(spec: str | None, flag: str = "--cases") -> list:
+    """``MASK@SEQLEN,...`` (None: the default plan's forward cases) as benchmark Cases (bf16
+    shapes of the benchmark: its batch for the length, its head count, D = 128)."""
     from bench.suite import NUM_HEADS, Case, batch_for
     from fm4.masks.registry import MASKS
 
@@ -155,7 +157,7 @@ def _cases(spec: str | None):
     for item in spec.split(",") if spec else _default_cases():
         mask, _, s = item.partition("@")
         if mask not in MASKS or not s.isdigit():
-            raise SystemExit(f"--cases: {item!r} is not MASK@SEQLEN with a registered mask")
+            raise SystemExit(f"{flag}: {item!r} is not MASK@SEQLEN with a registered mask")
         seqlen = int(s)
         out.append(Case(mask, seqlen, batch_for(seqlen), NUM_HEADS, NUM_HEADS, 128))
     return out
@@ -182,7 +184,7 @@ def _child_peers(args) -> None:
     from bench.peers import Fa4Dense, Fa4MaskMod, Fm4, make_inputs
 
     dev = torch.device("cuda")
-    for case in _cases(args.cases):
+    for case in parse_cases(args.cases):
         inp = make_inputs(case, dev)
         for cls in (Fm4, Fa4MaskMod, Fa4Dense):
             impl = cls(dev)
@@ -204,7 +206,7 @@ def _child_variants(args) -> None:
     unknown = [v for v in variants if v not in fwd_perf.VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; known: {sorted(fwd_perf.VARIANTS)}")
-    cases = _cases(args.cases)
+    cases = parse_cases(args.cases)
     d = 128
     modes = sorted({(bool(MASKS[c.mask].causal), MASKS[c.mask].n) for c in cases})
     keys = [(v, c, nb) for v in variants for c, nb in modes]

@@ -146,11 +146,11 @@ def _child(args) -> None:
     import torch
 
     from bench import fwd_perf
-    from bench.cycles import _cases
+    from bench.cycles import parse_cases
     from bench.peers import make_inputs
     from fm4.cute_kernels.fwd_launch import persistent_args
 
-    (case,) = _cases(args.case)
+    (case,) = parse_cases(args.case)
     d = 128
     dev = torch.device("cuda")
     inp = make_inputs(case, dev)
@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         _child(args)
         return 0
     from bench import fwd_perf
+    from bench.cycles import parse_cases
 
+    if len(parse_cases(args.case, "--case")) != 1:  # parse_cases rejects unknown masks itself
+        raise SystemExit(f"--case: one MASK@SEQLEN, got {args.case!r}")
     if args.variant not in fwd_perf.VARIANTS:
         raise SystemExit(f"--variant: unknown {args.variant!r}; known: {sorted(fwd_perf.VARIANTS)}")
     ncu = shutil.which("ncu")

@@ -73,3 +73,15 @@ def test_variants_table_is_relative_to_the_first_variant():
     md = table(parse(_text(kernels, segs)))
     # default: median of 10.0 and 9.9 = 9.95
     assert "| causal@8192 | 9.95 | 10.30 | 1.035 |" in md
+
+
+def test_parse_cases_reads_mask_at_seqlen_and_names_the_flag():
+    from bench.cycles import parse_cases
+
+    (case,) = parse_cases("causal@8192")
+    assert (case.mask, case.seqlen) == ("causal", 8192)
+    assert [c.mask for c in parse_cases("full@4096,document@4096")] == ["full", "document"]
+    with pytest.raises(SystemExit, match=r"--case: 'nope@8192' is not MASK@SEQLEN"):
+        parse_cases("nope@8192", "--case")
+    with pytest.raises(SystemExit, match=r"--cases: 'causal' is not MASK@SEQLEN"):
+        parse_cases("causal")
