@@ -235,6 +235,31 @@ def _child_variants(args) -> None:
         torch.cuda.empty_cache()
 
 
+def run_under_ncu(module: str, argv: list[str], flags: list[str], csv_path: str) -> str:
+    """Run ``python -m module *argv --child`` under ncu (profiling from start off, clocks left
+    alone, ``flags``, CSV output), write the output to ``csv_path`` (its folder is made) and
+    return it."""
+    ncu = shutil.which("ncu")
+    if ncu is None:
+        raise SystemExit(f"ncu (Nsight Compute) is not on PATH: {module} needs it")
+    os.makedirs(os.path.dirname(csv_path) or ".", exist_ok=True)
+    cmd = [
+        ncu,
+        "--profile-from-start", "off",
+        "--clock-control", "none",
+        "--target-processes", "application-only",
+        *flags,
+        "--csv",
+        sys.executable, "-m", module, *argv, "--child",
+    ]  # fmt: skip
+    with open(csv_path, "w") as f:
+        res = subprocess.run(cmd, stdout=f, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"ncu exited with {res.returncode}; its output: {csv_path}")
+    with open(csv_path) as f:
+        return f.read()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.cycles", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -258,27 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         (_child_peers if args.mode == "peers" else _child_variants)(args)
         return 0
-    ncu = shutil.which("ncu")
-    if ncu is None:
-        raise SystemExit("ncu (Nsight Compute) is not on PATH: bench.cycles needs it")
-    os.makedirs(args.out, exist_ok=True)
-    child = [sys.executable, "-m", "bench.cycles", *(argv or sys.argv[1:]), "--child"]
-    cmd = [
-        ncu,
-        "--profile-from-start", "off",
-        "--clock-control", "none",
-        "--target-processes", "application-only",
-        "--metrics", ",".join(METRICS),
-        "--csv",
-        *child,
-    ]  # fmt: skip
     csv_path = os.path.join(args.out, "cycles.csv")
-    with open(csv_path, "w") as f:
-        res = subprocess.run(cmd, stdout=f, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"ncu exited with {res.returncode}; its output: {csv_path}")
-    with open(csv_path) as f:
-        md = table(parse(f.read()))
+    text = run_under_ncu(
+        "bench.cycles", argv or sys.argv[1:], ["--metrics", ",".join(METRICS)], csv_path
+    )
+    md = table(parse(text))
     with open(os.path.join(args.out, "cycles.md"), "w") as f:
         f.write(md)
     print(md, end="")

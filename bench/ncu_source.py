@@ -22,8 +22,6 @@ import csv
 import io
 import os
 import re
-import shutil
-import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -197,38 +195,23 @@ def main(argv: list[str] | None = None) -> int:
         _child(args)
         return 0
     from bench import fwd_perf
-    from bench.cycles import parse_cases
+    from bench.cycles import parse_cases, run_under_ncu
 
     if len(parse_cases(args.case, "--case")) != 1:  # parse_cases rejects unknown masks itself
         raise SystemExit(f"--case: one MASK@SEQLEN, got {args.case!r}")
     if args.variant not in fwd_perf.VARIANTS:
         raise SystemExit(f"--variant: unknown {args.variant!r}; known: {sorted(fwd_perf.VARIANTS)}")
-    ncu = shutil.which("ncu")
-    if ncu is None:
-        raise SystemExit("ncu (Nsight Compute) is not on PATH: bench.ncu_source needs it")
-    os.makedirs(args.out, exist_ok=True)
-    child = [sys.executable, "-m", "bench.ncu_source", *(argv or sys.argv[1:]), "--child"]
-    cmd = [
-        ncu,
-        "--profile-from-start", "off",
-        "--clock-control", "none",
-        "--target-processes", "application-only",
+    csv_path = os.path.join(args.out, "source.csv")
+    flags = [
         "--kernel-name", "regex:FlashMaskFwd",
         "--launch-count", "1",
         "--set", "full",
         "--import-source", "no",
         "--page", "source",
         "--print-source", "sass",
-        "--csv",
-        *child,
     ]  # fmt: skip
-    csv_path = os.path.join(args.out, "source.csv")
-    with open(csv_path, "w") as f:
-        res = subprocess.run(cmd, stdout=f, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"ncu exited with {res.returncode}; its output: {csv_path}")
-    with open(csv_path) as f:
-        text = report(parse(f.read()), args.top)
+    csv_text = run_under_ncu("bench.ncu_source", argv or sys.argv[1:], flags, csv_path)
+    text = report(parse(csv_text), args.top)
     with open(os.path.join(args.out, "source.txt"), "w") as f:
         f.write(text)
     print(text, end="")

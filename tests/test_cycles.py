@@ -85,3 +85,49 @@ def test_parse_cases_reads_mask_at_seqlen_and_names_the_flag():
         parse_cases("nope@8192", "--case")
     with pytest.raises(SystemExit, match=r"--cases: 'causal' is not MASK@SEQLEN"):
         parse_cases("causal")
+
+
+def test_run_under_ncu_builds_the_child_command(tmp_path, monkeypatch):
+    import os
+    import sys
+
+    from bench.cycles import run_under_ncu
+
+    fake = tmp_path / "bin" / "ncu"
+    fake.parent.mkdir()
+    # A stand-in ncu: prints its arguments, one per line, and fails when told to.
+    fake.write_text(
+        '#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n[ "$FAIL" = 1 ] && exit 3\nexit 0\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    csv_path = tmp_path / "out" / "x.csv"
+    text = run_under_ncu(
+        "bench.cycles", ["variants", "--cases", "causal@8192"], ["-k", "K"], str(csv_path)
+    )
+    args = text.split("\n")[:-1]
+    assert args[:6] == [
+        "--profile-from-start",
+        "off",
+        "--clock-control",
+        "none",
+        "--target-processes",
+        "application-only",
+    ]
+    assert args[6:9] == ["-k", "K", "--csv"]
+    assert args[9:] == [
+        sys.executable,
+        "-m",
+        "bench.cycles",
+        "variants",
+        "--cases",
+        "causal@8192",
+        "--child",
+    ]
+    assert csv_path.read_text() == text
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(SystemExit, match="ncu exited with 3"):
+        run_under_ncu("bench.cycles", [], [], str(csv_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit, match=r"ncu .* is not on PATH: bench.ncu_source needs it"):
+        run_under_ncu("bench.ncu_source", [], [], str(csv_path))
