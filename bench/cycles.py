@@ -113,11 +113,7 @@ def table(segments: list[Segment]) -> str:
         f"SM cycles per call (sm__cycles_elapsed.max summed over the call's kernels), Mcycles; "
         f"ratio: {head}.",
         "",
-        "| case | "
-        + " | ".join([ref, *others])
-        + " | "
-        + " | ".join(f"{o} ratio" for o in others)
-        + " |",
+        "| " + " | ".join(["case", ref, *others, *(f"{o} ratio" for o in others)]) + " |",
         "|---|" + "---|" * (1 + 2 * len(others)),
     ]
     ratios: dict[str, list[tuple[str, float]]] = {o: [] for o in others}

@@ -72,7 +72,11 @@ def test_variants_table_is_relative_to_the_first_variant():
     segs = [("causal@8192", "default"), ("causal@8192", "lpt"), ("causal@8192", "default")]
     md = table(parse(_text(kernels, segs)))
     # default: median of 10.0 and 9.9 = 9.95
+    assert "| case | default | lpt | lpt ratio |\n|---|---|---|---|" in md
     assert "| causal@8192 | 9.95 | 10.30 | 1.035 |" in md
+    # one variant alone: no ratio columns (and no empty header cell)
+    one = table(parse(_text(kernels[:2], segs[:1])))
+    assert "| case | default |\n|---|---|\n| causal@8192 | 10.00 |" in one
 
 
 def test_parse_cases_reads_mask_at_seqlen_and_names_the_flag():
