@@ -191,6 +191,13 @@ def _child_peers(args) -> None:
 
 
 def _child_variants(args) -> None:
+    profile_variants(args.cases, args.variants.split(","), args.reps, args.jobs)
+
+
+def profile_variants(cases_spec: str | None, variants: list[str], reps: int, jobs: int) -> None:
+    """Under ncu: each ``bench.fwd_perf`` variant on each case (``parse_cases``), ``reps``
+    profiled calls after one unprofiled warm-up (tile lists built outside the calls), each
+    opened by a spin kernel and labelled by a SEG line."""
     import torch
 
     from bench import fwd_perf
@@ -198,15 +205,14 @@ def _child_variants(args) -> None:
     from fm4.cute_kernels.fwd_launch import persistent_args
     from fm4.masks.registry import MASKS
 
-    variants = args.variants.split(",")
     unknown = [v for v in variants if v not in fwd_perf.VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; known: {sorted(fwd_perf.VARIANTS)}")
-    cases = parse_cases(args.cases)
+    cases = parse_cases(cases_spec)
     d = 128
     modes = sorted({(bool(MASKS[c.mask].causal), MASKS[c.mask].n) for c in cases})
     keys = [(v, c, nb) for v in variants for c, nb in modes]
-    compiled = fwd_perf.compile_all(keys, d, "sm_90a", max(1, args.jobs))
+    compiled = fwd_perf.compile_all(keys, d, "sm_90a", max(1, jobs))
     dev = torch.device("cuda")
     for case in cases:
         inp = make_inputs(case, dev)
@@ -225,7 +231,7 @@ def _child_variants(args) -> None:
                 # a fresh (zeroed) tile counter for every launch of a persistent kernel
                 fn(*fixed, *persistent_args(d, *mode, dev, pers))
 
-            for _ in range(args.reps):
+            for _ in range(reps):
                 _profiled(run, f"{case.mask}@{case.seqlen}", v)
         del inp
         torch.cuda.empty_cache()

@@ -71,7 +71,7 @@ def parse(text: str) -> list[Instr]:
             r["Source"],
             _num(r[SAMPLES]),
             int(_num(r[EXECUTED])),
-            {c[len("stall_") :]: _num(r[c]) for c in stall_cols if _num(r[c]) > 0},
+            {k: v for k, v in ((c[len("stall_") :], _num(r[c])) for c in stall_cols) if v > 0},
         )
         for i, r in enumerate(rows)
     ]
@@ -138,37 +138,11 @@ def report(instrs: list[Instr], top: int = 30) -> str:
 
 
 def _child(args) -> None:
-    """Under ncu: one unprofiled call, then one profiled call of the variant on the case."""
-    import math
+    """Under ncu: the variant on the case, one unprofiled and one profiled call (the kernel
+    filter leaves out all but the forward kernel)."""
+    from bench.cycles import profile_variants
 
-    import torch
-
-    from bench import fwd_perf
-    from bench.cycles import parse_cases
-    from bench.peers import make_inputs
-    from fm4.cute_kernels.fwd_launch import persistent_args
-
-    (case,) = parse_cases(args.case)
-    d = 128
-    dev = torch.device("cuda")
-    inp = make_inputs(case, dev)
-    m = inp.mask
-    causal = bool(m.causal)
-    nb = 0 if m.startend_row_indices is None else m.startend_row_indices.shape[-1]
-    knobs = fwd_perf.VARIANTS[args.variant]
-    fn = fwd_perf.compile_variant(d, causal, nb, None, **knobs)
-    out = torch.empty_like(inp.q)
-    lse = torch.empty(case.batch, case.heads, case.seqlen, dtype=torch.float32, device=dev)
-    fixed = (inp.q, inp.k, inp.v, out, lse, 1 / math.sqrt(d), *fwd_perf.kernel_mask_args(m, d))
-    for profiled in (False, True):
-        tail = persistent_args(d, causal, nb, dev, knobs.get("persistent"))
-        torch.cuda.synchronize()
-        if profiled:
-            torch.cuda.profiler.start()
-        fn(*fixed, *tail)
-        torch.cuda.synchronize()
-        if profiled:
-            torch.cuda.profiler.stop()
+    profile_variants(args.case, [args.variant], reps=1, jobs=1)
 
 
 def main(argv: list[str] | None = None) -> int:
