@@ -54,6 +54,10 @@ _COMPILE_SCRIPT = textwrap.dedent(
         # with the words a block ahead
         ("BFloat16", 128, True, 1, '{"mask_bias": true, "bound_prefetch": true}'),
         ("BFloat16", 128, False, 2, '{"bound_prefetch": true}'),
+        # partial blocks after the first masked from per-column threshold bytes
+        ("BFloat16", 128, True, 1, '{"rest_mask": "bytes"}'),
+        ("BFloat16", 128, True, 2, '{"rest_mask": "bytes"}'),
+        ("BFloat16", 256, False, 2, '{"rest_mask": "bytes"}'),
     ],
 )
 def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds, knobs):
@@ -366,6 +370,30 @@ def test_fwd_bound_codes_or_not_bitwise(causal, n):
         o2, l2 = attention_fwd_sm90(q, k, v, sri, causal, tile_lists=tl, kernel_options=opts)
         assert torch.equal(o2, out) and torch.equal(l2, lse)
     _check(q, k, v, sri, causal, out, lse)
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("causal,n", [m for m in MODES if m[1] in (1, 2)])
+@pytest.mark.parametrize("D", [64, 128, 256])
+@pytest.mark.parametrize("sq,sk", [(113, 203), (1500, 1500), (2100, 1000), (1000, 2100)])
+def test_fwd_rest_mask_bytes_bitwise(causal, n, D, sq, sk):
+    """Partial blocks masked from per-column threshold bytes (``rest_mask="bytes"``, Note
+    [Byte masks]) give bitwise the out / lse of bit words: Sq != Sk (a causal diagonal that
+    reaches later partial blocks), ragged tiles, the three mask-head counts, fp16 at D = 64."""
+    from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
+
+    gen = torch.Generator().manual_seed(sq + 3 * sk + 11 * n + D + int(causal))
+    B, H, Hkv = 2, 4, 2
+    dtype = torch.float16 if D == 64 else torch.bfloat16
+    q, k, v = _inputs(B, sq, sk, H, Hkv, D, dtype)
+    for hm in (1, Hkv, H):
+        sri = random_bounds(B, hm, sq, sk, n, gen, causal).cuda()
+        out, lse = attention_fwd_sm90(q, k, v, sri, causal)
+        o2, l2 = attention_fwd_sm90(q, k, v, sri, causal, kernel_options={"rest_mask": "bytes"})
+        assert torch.equal(o2, out) and torch.equal(l2, lse)
+        assert not torch.isnan(o2).any()
+    _check(q, k, v, sri, causal, o2, l2)
 
 
 # The persistent kernel's knob sets: the default one ("persistent": the default kernel, except

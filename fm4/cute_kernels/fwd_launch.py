@@ -56,6 +56,9 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "first_unqueued": {"first_queued": False},
     # a static tile stride, which also issues the next tile's Q early
     "claim_static": {"claim": "static"},
+    # partial blocks after a tile's first masked from per-column row thresholds as bytes (n = 1,
+    # 2; Note [Byte masks])
+    "bytes": {"rest_mask": "bytes"},
 }
 
 

@@ -84,7 +84,7 @@ import cutlass.cute as cute
 import cutlass.memory
 import cutlass.pipeline as pipeline
 import cutlass.utils.hopper_helpers as sm90_utils
-from cutlass import Boolean, Float32, Int32, const_expr
+from cutlass import Boolean, Float32, Int8, Int32, const_expr
 from cutlass.cute.nvgpu import cpasync, warp, warpgroup
 from cutlass.tensor_utils import LayoutEnum
 
@@ -98,9 +98,19 @@ from fm4.cute_kernels.mask_apply import (
     load_code_words,
     mask_bits,
 )
+from fm4.cute_kernels.mask_bytes import (
+    WG_ROWS,
+    apply_byte_bits,
+    buffer_words,
+    byte_mask_bits,
+    load_column_bounds,
+    masked_inside,
+    row_words,
+    store_column_bytes,
+)
 from fm4.cute_kernels.named_barrier import NamedBarrierFwd
 from fm4.cute_kernels.pipeline_utils import sync_point_after, tma_load, tma_pipeline
-from fm4.cute_kernels.smem_struct import make_struct, tile_buf
+from fm4.cute_kernels.smem_struct import aligned_buf, make_struct, tile_buf
 from fm4.cute_kernels.softmax import (
     LOG2_E,
     OnlineSoftmax,
@@ -186,6 +196,19 @@ def bound_prefetch_default(n_bounds: int) -> bool:
 
 
 MASK_BIAS = False
+
+
+# Masks of a tile's partial blocks after the first (Note [Byte masks]): "bits" (bit words from
+# the bound codes, as above) or "bytes" (per-column row thresholds as bytes, n = 1, 2 only).
+# Outputs bitwise equal. Session 23 (H100, wall-clock, bytes / bits, sustained protocol):
+# random_eviction 0.971 / 0.976 at 8K (two runs), 0.978 at 32K; the other n = 1, 2 masks
+# 0.98-1.02 at 8K (run to run within the rounds' spread), 0.98-1.004 at 32K. Not yet the default:
+# a default change needs the full GPU tests and a benchmark run (bench/results session 23).
+REST_MASK = "bits"
+
+
+def rest_mask_default(n_bounds: int) -> str:
+    return REST_MASK if n_bounds in (1, 2) else "bits"
 
 
 # When a tile's first block gets its mask bits (FlashMaskFwdSm90's docstring).
@@ -298,10 +321,19 @@ def _gemm(
 
 
 def _shared_storage(
-    dtype, stages: int, q_stages: int, sQ_layout, sK_layout, sV_layout, sO_layout, tile_words: int
+    dtype,
+    stages: int,
+    q_stages: int,
+    sQ_layout,
+    sK_layout,
+    sV_layout,
+    sO_layout,
+    tile_words: int,
+    mask_words: int = 0,
 ):
     """The kernel's smem: mbarriers, then Q, K, V (and, persistent, O and the tile queue of
-    ``tile_words`` words per slot; 0: not persistent)."""
+    ``tile_words`` words per slot; 0: not persistent), then ``mask_words`` words for byte
+    masks (Note [Byte masks]; 0: none)."""
 
     def buf(layout):
         return tile_buf(dtype, layout, SMEM_ALIGN_BYTES)
@@ -318,6 +350,8 @@ def _shared_storage(
         fields["sO"] = buf(sO_layout)
         fields["mbar_tile"] = cute.struct.MemRange[cutlass.Int64, 2 * TILE_QUEUE_STAGES]
         fields["sTile"] = cute.struct.MemRange[cutlass.Int32, tile_words * TILE_QUEUE_STAGES]
+    if mask_words > 0:
+        fields["sMask"] = aligned_buf(cutlass.Int32, mask_words, 16)
     return make_struct("SharedStorage", fields)
 
 
@@ -358,6 +392,7 @@ class FlashMaskFwdSm90:
         q_ahead: bool | None = None,
         k_ahead: bool | None = None,
         first_queued: bool | None = None,
+        rest_mask: str | None = None,
     ):
         """dtype: cutlass.BFloat16 or cutlass.Float16; n_bounds: 0 (no bounds) or 1, 2, 4.
 
@@ -404,6 +439,9 @@ class FlashMaskFwdSm90:
         tile and the claim's atomic result is waited for after this tile's first K.
         first_queued (default ``FIRST_QUEUED`` with k_ahead and bounds): the tile queue carries
         each tile's first n_block and bound code to the consumers (Note [First block queued]).
+        rest_mask (default ``rest_mask_default``): how a tile's partial blocks after the first
+        are masked, "bits" (bit words, as the first block) or "bytes" (per-column row
+        thresholds as bytes, Note [Byte masks]; n = 1, 2 only, no effect otherwise).
         """
         if head_dim not in TILE_CONFIG_SM90:
             raise ValueError(
@@ -525,6 +563,17 @@ class FlashMaskFwdSm90:
         # Words per tile queue slot: the tile index, its tile_info, and with first_queued its
         # first n_block and bound code.
         self.tile_words = TILE_INFO_WORDS + (2 if self.first_queued else 0)
+        self.rest_mask = rest_mask_default(n_bounds) if rest_mask is None else rest_mask
+        if self.rest_mask not in ("bits", "bytes"):
+            raise ValueError(f"rest_mask must be 'bits' or 'bytes', got {rest_mask!r}")
+        if n_bounds not in (1, 2):  # byte masks for n = 1, 2 only; no effect otherwise
+            self.rest_mask = "bits"
+        if self.rest_mask == "bytes" and self.num_stages != 2:
+            raise ValueError("rest_mask='bytes' alternates two buffers with the two K / V stages")
+        # Byte masks: one buffer per consumer warpgroup and K / V stage.
+        self.mask_words = 0
+        if self.rest_mask == "bytes":
+            self.mask_words = buffer_words(self.tile_n, n_bounds)
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -590,6 +639,7 @@ class FlashMaskFwdSm90:
             sV_layout,
             sO_layout,
             self.tile_words if self.persistent else 0,
+            self.mask_words * NUM_CONSUMER_WARPGROUPS * self.num_stages,
         )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
@@ -717,6 +767,11 @@ class FlashMaskFwdSm90:
             # (64, d, warpgroup): each warpgroup's rows in a 64-row TMA box of their own.
             sO_wg_layout = _smem_layout(self.dtype, 64, self.head_dim, NUM_CONSUMER_WARPGROUPS)
             sO = o_storage.get_tensor(sO_wg_layout.outer, swizzle=sO_wg_layout.inner)
+        sMask = None
+        if const_expr(self.mask_words > 0):
+            sMask = storage.sMask.get_tensor(
+                cute.make_layout(self.mask_words * NUM_CONSUMER_WARPGROUPS * self.num_stages)
+            )
 
         # Tiles: this CTA's own one (grid = all tiles), or its first one and then whatever the
         # tile queue hands out (persistent).
@@ -768,6 +823,7 @@ class FlashMaskFwdSm90:
                 tiles,
                 (seqlen_q, seqlen_k, mQ.shape[2], mQ.shape[3]),
                 lists,
+                sMask,
             )
 
     @cute.jit
@@ -1185,6 +1241,7 @@ class FlashMaskFwdSm90:
         tiles: tuple,  # (first tile, number of tiles, grid size, tile queue or None)
         sizes: tuple,  # (seqlen_q, seqlen_k, num_heads, batch)
         lists: tuple,  # bounds and tile lists (None without bounds)
+        sMask: cute.Tensor | None = None,  # byte masks' buffers (Note [Byte masks])
     ):
         tile, num_tiles, queue = tiles[0], tiles[1], tiles[3]
         wg_idx = cute.arch.make_warp_uniform(tidx // THREADS_PER_WG)
@@ -1219,6 +1276,8 @@ class FlashMaskFwdSm90:
         self.row_offs = [tScS0_mn[r, 0][0] for r in range(cute.size(tScS0_mn, mode=[0]))]
         self.col_offs = [tScS0_mn[0, c][1] for c in range(cute.size(tScS0_mn, mode=[1]))]
 
+        if const_expr(self.mask_words > 0):
+            self.byte_env(sMask, tScS_mn, wg_idx, tidx)
         softmax = OnlineSoftmax(scale_log2, cute.size(tScS_mn, mode=[0]))
         # Factor still owed to O (used when O is rescaled just before the next P V).
         o_scale = cute.make_rmem_tensor(cute.size(tScS_mn, mode=[0]), Float32)
@@ -1454,6 +1513,44 @@ class FlashMaskFwdSm90:
         """Blocks 1 .. n_total - 1 of a tile, each Q K^T with the previous block's P V: the
         partial ones (element-wise mask), then the unmasked ones (no mask work at all)."""
         n_total, n_partial = blocks[0], blocks[1]
+        if const_expr(self.rest_mask == "bytes"):
+            kv_state = self.rest_partial_bytes(kv_state, blocks, ctx)
+        else:
+            kv_state = self.rest_partial_bits(kv_state, blocks, ctx)
+        for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
+            kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
+        return kv_state
+
+    @cute.jit
+    def rest_partial_bytes(
+        self, kv_state: pipeline.PipelineState, blocks: tuple, ctx: tuple
+    ) -> pipeline.PipelineState:
+        """Partial blocks 1 .. n_partial - 1 of a tile, masked from bytes (Note [Byte
+        masks])."""
+        n_total, n_partial = blocks[0], blocks[1]
+        # Note [Byte masks]: block 1's column bounds and, always a block ahead, the next
+        # ones'; each block stores the next block's bytes.
+        n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
+        n_block_next = self.n_block_at(cutlass.min(2, n_total - 1), blocks)
+        first = cute.make_rmem_tensor(self.n_bounds, Int32)
+        ahead = cute.make_rmem_tensor(self.n_bounds, Int32)
+        if n_partial > 1:
+            self.byte_fetch(first, n_block, ctx)
+            self.byte_fetch(ahead, n_block_next, ctx)
+        for i in cutlass.range(1, n_partial, unroll=1):
+            n_block_2 = self.n_block_at(cutlass.min(i + 2, n_total - 1), blocks)
+            iv = (first, ahead, n_block_next, n_block_2, i == 1)
+            kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx, iv=iv)
+            n_block = n_block_next
+            n_block_next = n_block_2
+        return kv_state
+
+    @cute.jit
+    def rest_partial_bits(
+        self, kv_state: pipeline.PipelineState, blocks: tuple, ctx: tuple
+    ) -> pipeline.PipelineState:
+        """Partial blocks 1 .. n_partial - 1 of a tile, masked from bit words."""
+        n_total, n_partial = blocks[0], blocks[1]
         if const_expr(self.mask_impl == "codes"):
             # As v2, with the bound code read one block ahead too.
             n_block = self.n_block_at(cutlass.min(1, n_total - 1), blocks)
@@ -1484,8 +1581,6 @@ class FlashMaskFwdSm90:
         else:
             for i in cutlass.range(1, n_partial, unroll=1):
                 kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), True, ctx)
-        for i in cutlass.range(cutlass.max(n_partial, 1), n_total, unroll=1):
-            kv_state = self.mma_one_n_block(kv_state, self.n_block_at(i, blocks), False, ctx)
         return kv_state
 
     @cute.jit
@@ -1755,12 +1850,15 @@ class FlashMaskFwdSm90:
         ctx: tuple,
         code: Int32 | None = None,
         prefetch: tuple | None = None,
+        iv: tuple | None = None,
     ) -> pipeline.PipelineState:
         """S = Q K^T of this block overlapped with O += P V of the previous one (``code``: a
         partial block's bound code, mask_impl "codes"). ``prefetch`` (bound_prefetch): (this
         block's bound words, the next block's n_block and code, whether it is partial): the
         bits come from the words, and the next partial block's words are loaded into them
-        once this block's GEMMs are issued."""
+        once this block's GEMMs are issued. ``iv`` (rest_mask "bytes", Note [Byte masks]):
+        (this thread's column bounds of this block and of the next, the next two blocks'
+        n_blocks, whether this is the tile's second block)."""
         (tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax) = ctx[:8]
         wg_idx, tiled_mma_qk, tiled_mma_pv, pipeline_k, pipeline_v, o_scale = ctx[12:]
         state_v = kv_state.clone()
@@ -1769,18 +1867,19 @@ class FlashMaskFwdSm90:
         words = None
         if const_expr(prefetch is not None):
             words = prefetch[0]
-        bias = masked and self.mask_bias  # Note [Mask as bias]
+        with_bits = masked and iv is None
+        bias = with_bits and self.mask_bias  # Note [Mask as bias]
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         if const_expr(bias):
             if const_expr(prefetch is None):
                 words = cute.make_rmem_tensor(len(self.col_offs), Int32)
                 self.load_code_words_at(words, n_block, code, ctx)
             self.fill_bias(acc_S, n_block, words, ctx, code)
-        elif const_expr(masked and self.mask_at == "early"):
+        elif const_expr(with_bits and self.mask_at == "early"):
             if const_expr(prefetch is None):
                 words = self.tile_mask_words(n_block, ctx)
             bits = self.tile_mask_finish(n_block, words, ctx, code)
-        if const_expr(masked and self.mask_at == "split"):
+        if const_expr(with_bits and self.mask_at == "split"):
             words = self.tile_mask_words(n_block, ctx)
         pipeline_k.consumer_wait(kv_state)
         self.scheduler_sync(wg_idx)
@@ -1790,8 +1889,10 @@ class FlashMaskFwdSm90:
         pipeline_v.consumer_wait(state_v)
         _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, state_v.index], False, -1)
         self.scheduler_arrive(wg_idx)
+        if const_expr(iv is not None):
+            bits = self.byte_step(n_block, kv_state.index, iv, ctx)
         # Late mask bits: made while this block's Q K^T runs, after the GEMMs are issued.
-        if const_expr(masked and self.mask_at != "early"):
+        if const_expr(with_bits and self.mask_at != "early"):
             if const_expr(self.mask_at == "late" and prefetch is None):
                 words = self.tile_mask_words(n_block, ctx)
             if const_expr(self.mask_guard):
@@ -1803,13 +1904,15 @@ class FlashMaskFwdSm90:
                     bits.store(self.tile_mask_finish(n_block, words, ctx, code).load())
             else:
                 bits = self.tile_mask_finish(n_block, words, ctx, code)
-        if const_expr(masked and prefetch is not None):  # noqa: SIM102 (const_expr, then run time)
+        if const_expr(with_bits and prefetch is not None):  # noqa: SIM102 (const_expr, then run time)
             # The bits are made: the words may take the next partial block's bounds.
             if prefetch[3]:
                 self.load_code_words_at(words, prefetch[1], prefetch[2], ctx)
         warpgroup.wait_group(1)
         pipeline_k.consumer_release(kv_state)
-        if const_expr(masked and not bias):
+        if const_expr(iv is not None):
+            self.byte_apply(acc_S, n_block, bits, ctx)
+        elif const_expr(with_bits and not bias):
             apply_mask_bits(acc_S, bits)
         row_scale = softmax.step(acc_S, is_first=False)
         self.pv_wait_point(acc_S, pipeline_k, kv_state, ctx[10])
@@ -1821,6 +1924,101 @@ class FlashMaskFwdSm90:
         else:
             softmax.rescale_o(acc_O, row_scale)
         return kv_state
+
+    # Note [Byte masks]
+    #     With ``rest_mask="bytes"`` (n = 1, 2), a tile's partial blocks after the first are
+    #     masked from per-column row thresholds (`mask_bytes.py`). Each thread of a consumer
+    #     warpgroup owns one key column: it loads the column's bounds a block ahead and writes
+    #     them, relative to the warpgroup's 64 rows, as one byte per bound into the
+    #     warpgroup's smem buffer of the next block's K / V stage. Each thread then reads its
+    #     own columns' bytes as words of four and compares four columns per subtraction (bit
+    #     words compare one element at a time). Two buffers per warpgroup, one per K / V stage,
+    #     so a block reads the buffer its predecessor wrote. Every block's scheduler_sync
+    #     separates a block's stores from the next block's reads, and from the previous
+    #     block's reads of the buffer they overwrite. Only the tile's second block (the
+    #     loop's first) stores its own bytes, followed by a 128-thread barrier. The causal
+    #     diagonal is applied as a per-row threshold (as for bit words) on the blocks that
+    #     cross it: n = 2 causal, or Sq != Sk.
+    @cute.jit
+    def byte_env(
+        self, sMask: cute.Tensor, tScS_mn: cute.Tensor, wg_idx: Int32, tidx: Int32
+    ) -> None:
+        """The per-thread constants of byte masks (trace-time attributes): its rows' words,
+        its column, and where its warpgroup's buffers and its own words start."""
+        rows0 = tScS_mn[0, 0][0] - wg_idx * WG_ROWS
+        self.mb_rows = row_words([rows0 + off for off in self.row_offs])
+        self.mb_col = tidx % THREADS_PER_WG
+        base = wg_idx * (self.num_stages * self.mask_words)  # this warpgroup's first word
+        self.mb_base = sMask.iterator + base
+        q = tScS_mn[0, 0][1] // 2  # the thread's first column is 2q (sm_90 layout)
+        self.mb_own = q * (self.tile_n // 16)  # the thread's first word in a plane
+
+    @cute.jit
+    def byte_fetch(self, bounds: cute.Tensor, n_block: Int32, ctx: tuple) -> None:
+        """This thread's column bounds of block ``n_block`` into ``bounds``."""
+        mBoundsCur, seqlen_k = ctx[8], ctx[11]
+        col = n_block * self.tile_n + self.mb_col
+        load_column_bounds(bounds, mBoundsCur, col, seqlen_k, self.n_bounds)
+
+    @cute.jit
+    def byte_store(self, bounds: cute.Tensor, n_block: Int32, stage: Int32, ctx: tuple) -> None:
+        """This thread's column of block ``n_block`` as bytes in its warpgroup's buffer of
+        K / V stage ``stage`` (threads past tile_n store nothing)."""
+        m_block, seqlen_k, wg_idx = ctx[9], ctx[11], ctx[12]
+        row_base = m_block * self.tile_m + wg_idx * WG_ROWS
+        buf = cute.make_tensor(self.mb_base + stage * self.mask_words, self.mask_words)
+        args = (
+            cute.recast_tensor(buf, Int8),
+            bounds,
+            self.mb_col,
+            n_block * self.tile_n + self.mb_col,
+            row_base,
+            seqlen_k,
+            self.tile_n,
+            self.causal,
+            self.n_bounds,
+        )
+        if const_expr(self.tile_n >= THREADS_PER_WG) or self.mb_col < self.tile_n:
+            store_column_bytes(*args)
+
+    @cute.jit
+    def byte_step(self, n_block: Int32, stage: Int32, iv: tuple, ctx: tuple) -> cute.Tensor:
+        """While this block's Q K^T runs: its mask bits from its bytes; the next block's bytes
+        stored and the block after's bounds loaded (``iv`` as :meth:`mma_one_n_block`)."""
+        first, ahead, n_block_next, n_block_2, is_second = iv
+        wg_idx = ctx[12]
+        if is_second:
+            self.byte_store(first, n_block, stage, ctx)
+            cute.arch.barrier(
+                barrier_id=int(NamedBarrierFwd.MaskWG1) + wg_idx, number_of_threads=THREADS_PER_WG
+            )
+        per_plane = self.tile_n // 4
+        per_thread = self.tile_n // 16
+        own = self.mb_base + stage * self.mask_words + self.mb_own
+        planes = []
+        for k in cutlass.range_constexpr(self.n_bounds):
+            addr = (own + k * per_plane).toint()
+            ptr = cute.make_ptr(Int32, addr, cute.AddressSpace.smem, assumed_align=16)
+            planes.append(cute.make_tensor(ptr, cute.make_layout(per_thread)))
+        lo = planes[1] if const_expr(self.n_bounds == 2) else None
+        inside = masked_inside(self.causal, self.n_bounds)
+        bits = byte_mask_bits(planes[0], lo, self.mb_rows, inside)
+        self.byte_store(ahead, n_block_next, 1 - stage, ctx)
+        self.byte_fetch(ahead, n_block_2, ctx)
+        return bits
+
+    @cute.jit
+    def byte_apply(self, acc_S: cute.Tensor, n_block: Int32, bits: cute.Tensor, ctx: tuple):
+        """Mask block ``n_block``'s scores from its byte bits, and the causal diagonal where
+        the block crosses it for this warpgroup's rows."""
+        apply_byte_bits(acc_S, bits)
+        if const_expr(self.causal):
+            m_block, seqlen_q, seqlen_k, wg_idx = ctx[9], ctx[10], ctx[11], ctx[12]
+            row_base = m_block * self.tile_m + wg_idx * WG_ROWS
+            if (n_block + 1) * self.tile_n - 1 > row_base + (seqlen_k - seqlen_q):
+                rule = (seqlen_q, seqlen_k, self.row_offs, self.col_offs, True, 0)
+                diag = bits_from_words(None, *self.tile_first(n_block, ctx), *rule)
+                apply_mask_bits(acc_S, diag)
 
     @cute.jit
     def pv_wait_point(

@@ -92,13 +92,22 @@ def mask_bits(
     return bits
 
 
+def _bit_value(bit: int) -> int:
+    """Bit ``bit`` of a 32-bit word as the signed value an Int32 holds."""
+    return (1 << bit) - (1 << 32) if bit == 31 else 1 << bit
+
+
 @cute.jit
-def apply_mask_bits(acc_S: cute.Tensor, bits: cute.Tensor) -> None:
-    """Set the scores whose bit is set in ``bits`` (from :func:`mask_bits`) to -inf."""
+def apply_mask_bits(
+    acc_S: cute.Tensor, bits: cute.Tensor, bit_of: cutlass.Constexpr = None
+) -> None:
+    """Set the scores whose bit is set in ``bits`` (from :func:`mask_bits`) to -inf.
+    ``bit_of``: column -> its bit in a row's word, for other layouts (default: bit c)."""
     acc_mn = acc_to_mn(acc_S)
     for r in cutlass.range_constexpr(cute.size(acc_mn, mode=[0])):
         for c in cutlass.range_constexpr(cute.size(acc_mn, mode=[1])):
-            hit = (bits[r] & Int32(1 << c)) != 0
+            bit = c if cutlass.const_expr(bit_of is None) else bit_of(c)
+            hit = (bits[r] & Int32(_bit_value(bit))) != 0
             acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
 
 

@@ -18,3 +18,7 @@ class NamedBarrierFwd(enum.IntEnum):
     # o_store="wg": one warpgroup's O staged in its half of sO (128 threads each).
     EpilogueWG1 = 4
     EpilogueWG2 = 5
+    # rest_mask="bytes": a tile's first byte-mask bytes stored, ready to read (128 threads
+    # each; Note [Byte masks]).
+    MaskWG1 = 6
+    MaskWG2 = 7
