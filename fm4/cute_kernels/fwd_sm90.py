@@ -2008,7 +2008,7 @@ class FlashMaskFwdSm90:
         return bits
 
     @cute.jit
-    def byte_apply(self, acc_S: cute.Tensor, n_block: Int32, bits: cute.Tensor, ctx: tuple):
+    def byte_apply(self, acc_S: cute.Tensor, n_block: Int32, bits: cute.Tensor, ctx: tuple) -> None:
         """Mask block ``n_block``'s scores from its byte bits, and the causal diagonal where
         the block crosses it for this warpgroup's rows."""
         apply_byte_bits(acc_S, bits)
