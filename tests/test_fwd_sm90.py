@@ -51,13 +51,20 @@ _COMPILE_SCRIPT = textwrap.dedent(
         ("BFloat16", 128, True, 1, "{}"),
         ("BFloat16", 128, False, 4, '{"bound_codes": false}'),
         # partial blocks' masks as S's start value, bound words a block ahead (n = 1); n = 2
-        # with the words a block ahead
-        ("BFloat16", 128, True, 1, '{"mask_bias": true, "bound_prefetch": true}'),
-        ("BFloat16", 128, False, 2, '{"bound_prefetch": true}'),
-        # partial blocks after the first masked from per-column threshold bytes
-        ("BFloat16", 128, True, 1, '{"rest_mask": "bytes"}'),
-        ("BFloat16", 128, True, 2, '{"rest_mask": "bytes"}'),
-        ("BFloat16", 256, False, 2, '{"rest_mask": "bytes"}'),
+        # with the words a block ahead (bit words for every partial block)
+        (
+            "BFloat16",
+            128,
+            True,
+            1,
+            '{"mask_bias": true, "bound_prefetch": true, "rest_mask": "bits"}',
+        ),
+        ("BFloat16", 128, False, 2, '{"bound_prefetch": true, "rest_mask": "bits"}'),
+        # partial blocks after the first masked from per-column threshold bytes (the default
+        # for n = 1, 2) or from bit words
+        ("BFloat16", 128, True, 1, '{"rest_mask": "bits"}'),
+        ("BFloat16", 256, False, 2, "{}"),
+        ("Float16", 64, True, 1, "{}"),
     ],
 )
 def test_compiles_for_sm90a(tmp_path, dtype, head_dim, causal, n_bounds, knobs):
@@ -353,7 +360,9 @@ def test_fwd_writes_every_element():
 @pytest.mark.parametrize("causal,n", MODES)
 def test_fwd_bound_codes_or_not_bitwise(causal, n):
     """Partial blocks' bits from the bound codes (default), from lists without codes (every
-    bound ACTIVE) and without codes at all (v1 / v2 bits) give bitwise the same out / lse."""
+    bound ACTIVE) and without codes at all (v1 / v2 bits) give bitwise the same out / lse, with
+    byte masks (the default for n = 1, 2) or bit words for the partial blocks after the
+    first."""
     from fm4.cute_kernels.fwd_launch import attention_fwd_sm90, tile_shape
     from fm4.masks.tiles import TileLists, build_tile_lists
 
@@ -366,7 +375,14 @@ def test_fwd_bound_codes_or_not_bitwise(causal, n):
     bare = TileLists.from_flags(lists.flags, *tile_shape(D), backward=False)
     assert bare.fwd_partial_code is None
     out, lse = attention_fwd_sm90(q, k, v, sri, causal, tile_lists=lists)
-    for tl, opts in ((bare, None), (lists, {"bound_codes": False})):
+    bits = {"rest_mask": "bits"}
+    variants = (
+        (bare, None),
+        (lists, {"bound_codes": False}),
+        (bare, bits),
+        (lists, {"bound_codes": False, **bits}),
+    )
+    for tl, opts in variants:
         o2, l2 = attention_fwd_sm90(q, k, v, sri, causal, tile_lists=tl, kernel_options=opts)
         assert torch.equal(o2, out) and torch.equal(l2, lse)
     _check(q, k, v, sri, causal, out, lse)
@@ -378,9 +394,10 @@ def test_fwd_bound_codes_or_not_bitwise(causal, n):
 @pytest.mark.parametrize("D", [64, 128, 256])
 @pytest.mark.parametrize("sq,sk", [(113, 203), (1500, 1500), (2100, 1000), (1000, 2100)])
 def test_fwd_rest_mask_bytes_bitwise(causal, n, D, sq, sk):
-    """Partial blocks masked from per-column threshold bytes (``rest_mask="bytes"``, Note
-    [Byte masks]) give bitwise the out / lse of bit words: Sq != Sk (a causal diagonal that
-    reaches later partial blocks), ragged tiles, the three mask-head counts, fp16 at D = 64."""
+    """Partial blocks masked from per-column threshold bytes (``rest_mask="bytes"``, the
+    default for n = 1, 2; Note [Byte masks]) give bitwise the out / lse of bit words: Sq != Sk
+    (a causal diagonal that reaches later partial blocks), ragged tiles, the three mask-head
+    counts, fp16 at D = 64."""
     from fm4.cute_kernels.fwd_launch import attention_fwd_sm90
 
     gen = torch.Generator().manual_seed(sq + 3 * sk + 11 * n + D + int(causal))
@@ -389,8 +406,8 @@ def test_fwd_rest_mask_bytes_bitwise(causal, n, D, sq, sk):
     q, k, v = _inputs(B, sq, sk, H, Hkv, D, dtype)
     for hm in (1, Hkv, H):
         sri = random_bounds(B, hm, sq, sk, n, gen, causal).cuda()
-        out, lse = attention_fwd_sm90(q, k, v, sri, causal)
-        o2, l2 = attention_fwd_sm90(q, k, v, sri, causal, kernel_options={"rest_mask": "bytes"})
+        out, lse = attention_fwd_sm90(q, k, v, sri, causal, kernel_options={"rest_mask": "bits"})
+        o2, l2 = attention_fwd_sm90(q, k, v, sri, causal)
         assert torch.equal(o2, out) and torch.equal(l2, lse)
         assert not torch.isnan(o2).any()
     _check(q, k, v, sri, causal, o2, l2)

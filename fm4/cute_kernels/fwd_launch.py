@@ -38,15 +38,15 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     # the P V wait where ptxas puts it (before session 11)
     "pv_wait_free": {"pv_wait_after": 0},
     # partial blocks' mask bits without the tile lists' bound codes (before session 14)
-    "no_codes": {"bound_codes": False},
+    "no_codes": {"bound_codes": False, "rest_mask": "bits"},
     # partial blocks' bound words loaded one block ahead (bound codes, n = 1, 2; n = 1's
     # default since session 19) or not (n = 1's default before)
-    "prefetch": {"bound_prefetch": True},
-    "no_prefetch": {"bound_prefetch": False},
+    "prefetch": {"bound_prefetch": True, "rest_mask": "bits"},
+    "no_prefetch": {"bound_prefetch": False, "rest_mask": "bits"},
     # partial blocks' masks as the S accumulator's start value (bound codes, n = 1), with and
     # without the bound words loaded a block ahead
-    "bias": {"mask_bias": True},
-    "bias_pf": {"mask_bias": True, "bound_prefetch": True},
+    "bias": {"mask_bias": True, "rest_mask": "bits"},
+    "bias_pf": {"mask_bias": True, "bound_prefetch": True, "rest_mask": "bits"},
     # the next tile's Q issued after this tile's loads (before session 18, Note [Q ahead])
     "q_behind": {"q_ahead": False},
     # ... Q ahead, but the next tile's first n_block read and the claim waited for as before
@@ -56,9 +56,9 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     "first_unqueued": {"first_queued": False},
     # a static tile stride, which also issues the next tile's Q early
     "claim_static": {"claim": "static"},
-    # partial blocks after a tile's first masked from per-column row thresholds as bytes (n = 1,
-    # 2; Note [Byte masks])
-    "bytes": {"rest_mask": "bytes"},
+    # partial blocks after a tile's first masked from bit words, as the first (n = 1, 2; before
+    # session 23, Note [Byte masks])
+    "rest_bits": {"rest_mask": "bits"},
 }
 
 

@@ -201,10 +201,10 @@ MASK_BIAS = False
 # Masks of a tile's partial blocks after the first (Note [Byte masks]): "bits" (bit words from
 # the bound codes, as above) or "bytes" (per-column row thresholds as bytes, n = 1, 2 only).
 # Outputs bitwise equal. Session 23 (H100, wall-clock, bytes / bits, sustained protocol):
-# random_eviction 0.971 / 0.976 at 8K (two runs), 0.978 at 32K; the other n = 1, 2 masks
-# 0.98-1.02 at 8K (run to run within the rounds' spread), 0.98-1.004 at 32K. Not yet the default:
-# a default change needs the full GPU tests and a benchmark run (bench/results session 23).
-REST_MASK = "bits"
+# random_eviction 0.971 / 0.976 at 8K (two runs), 0.978 at 32K, 0.973 at 128K; the other n = 1,
+# 2 masks 0.968-1.025 at 8K (run to run within the rounds' spread), 0.981-1.004 at 32K,
+# 0.979-1.015 at 128K (bench/results/h100-session23-intervals).
+REST_MASK = "bytes"
 
 
 def rest_mask_default(n_bounds: int) -> str:
@@ -403,11 +403,11 @@ class FlashMaskFwdSm90:
         the tile lists' bound codes (:func:`bits_from_codes`: only the bounds ACTIVE in the tile
         are loaded and compared); otherwise mask_impl: "v1" (:func:`mask_bits`) or "v2"
         (:func:`load_bound_words` + :func:`bits_from_words`). bound_prefetch (default
-        ``bound_prefetch_default``: on for n = 1): with bound codes and n_bounds 1 or 2, the
-        bound words of a tile's partial blocks after the first are loaded one block ahead
-        (:func:`load_code_words`); no effect otherwise (no partial block's words to load).
-        mask_bias (default ``MASK_BIAS``; needs mask_at "early"): with bound codes and n_bounds
-        1, Note [Mask as bias]; no effect otherwise.
+        ``bound_prefetch_default``: on for n = 1): with bound codes, n_bounds 1 or 2 and
+        rest_mask "bits", the bound words of a tile's partial blocks after the first are loaded
+        one block ahead (:func:`load_code_words`); no effect otherwise (no partial block's words
+        to load). mask_bias (default ``MASK_BIAS``; needs mask_at "early"): with bound codes,
+        n_bounds 1 and rest_mask "bits", Note [Mask as bias]; no effect otherwise.
         mask_at: where a masked block's bits are made, "early" (before the block's GEMMs are
         issued), "late" (after they are issued, while Q K^T runs; v2 only) or "split" (bounds
         loaded early, bits made late; v2 only). mask_guard: with "late" / "split", make the bits
