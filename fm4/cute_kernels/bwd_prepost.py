@@ -24,6 +24,7 @@ import math
 import cuda.bindings.driver as cuda
 import cutlass
 import cutlass.cute as cute
+import cutlass.memory
 from cutlass import Float32, Int32, const_expr
 
 # ============================================================================================
@@ -216,7 +217,7 @@ class FlashMaskBwdPostprocess:
         # Through smem, so that global memory sees whole rows: values e and e + 1 are adjacent
         # columns of one row (one 4-byte smem store per pair); the padded rows start 4 banks
         # apart, so a warp's 8 rows x 4 pairs hit 32 different banks.
-        smem = cutlass.utils.SmemAllocator()
+        smem = cutlass.memory.SmemAllocator()
         sdQ = smem.allocate_tensor(
             self.dtype,
             cute.make_layout((self.tile_m, d), stride=(d + POST_ROW_PAD, 1)),
