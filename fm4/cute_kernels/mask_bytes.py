@@ -21,8 +21,8 @@ without carries between bytes (every byte difference stays in [64, 192)):
 
 Word k's four flags (bits 7, 15, 23, 31) are moved to bits k, 8 + k, 16 + k, 24 + k of the row's
 mask word, so thread column 4k + b (in accumulator order) is bit 8b + k (read by
-:func:`apply_byte_bits`). Per row of 32 columns that is 8 subtractions (16 with two bounds), 7
-shifts and 8 logic ops, where bit words compare and set one element at a time.
+:func:`apply_byte_bits`). Per row of 32 columns that is 8 subtractions, 7 shifts and 8 logic
+ops (16, 7 and 16 with two bounds), where bit words compare and set one element at a time.
 
 Buffer layout (one per warpgroup and K / V stage, ``planes`` x tile_n bytes): plane 0 holds
 ``hi | 0x80``, plane 1 (n = 2) ``lo``; in a plane, the column ``2q + 8p + e`` (the sm_90
