@@ -1539,8 +1539,8 @@ class FlashMaskFwdSm90:
             self.byte_fetch(ahead, n_block_next, ctx)
         for i in cutlass.range(1, n_partial, unroll=1):
             n_block_2 = self.n_block_at(cutlass.min(i + 2, n_total - 1), blocks)
-            iv = (first, ahead, n_block_next, n_block_2, i == 1)
-            kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx, iv=iv)
+            step = (first, ahead, n_block_next, n_block_2, i == 1)
+            kv_state = self.mma_one_n_block(kv_state, n_block, True, ctx, byte_masks=step)
             n_block = n_block_next
             n_block_next = n_block_2
         return kv_state
@@ -1850,13 +1850,13 @@ class FlashMaskFwdSm90:
         ctx: tuple,
         code: Int32 | None = None,
         prefetch: tuple | None = None,
-        iv: tuple | None = None,
+        byte_masks: tuple | None = None,
     ) -> pipeline.PipelineState:
         """S = Q K^T of this block overlapped with O += P V of the previous one (``code``: a
         partial block's bound code, mask_impl "codes"). ``prefetch`` (bound_prefetch): (this
         block's bound words, the next block's n_block and code, whether it is partial): the
         bits come from the words, and the next partial block's words are loaded into them
-        once this block's GEMMs are issued. ``iv`` (rest_mask "bytes", Note [Byte masks]):
+        once this block's GEMMs are issued. ``byte_masks`` (rest_mask "bytes", Note [Byte masks]):
         (this thread's column bounds of this block and of the next, the next two blocks'
         n_blocks, whether this is the tile's second block)."""
         (tSrQ, tSrK, tOrVt, tOrP, acc_O, acc_shape_S, _, softmax) = ctx[:8]
@@ -1867,7 +1867,7 @@ class FlashMaskFwdSm90:
         words = None
         if const_expr(prefetch is not None):
             words = prefetch[0]
-        with_bits = masked and iv is None
+        with_bits = masked and byte_masks is None
         bias = with_bits and self.mask_bias  # Note [Mask as bias]
         acc_S = cute.make_rmem_tensor(acc_shape_S, Float32)
         if const_expr(bias):
@@ -1889,8 +1889,8 @@ class FlashMaskFwdSm90:
         pipeline_v.consumer_wait(state_v)
         _gemm(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, state_v.index], False, -1)
         self.scheduler_arrive(wg_idx)
-        if const_expr(iv is not None):
-            bits = self.byte_step(n_block, kv_state.index, iv, ctx)
+        if const_expr(byte_masks is not None):
+            bits = self.byte_step(n_block, kv_state.index, byte_masks, ctx)
         # Late mask bits: made while this block's Q K^T runs, after the GEMMs are issued.
         if const_expr(with_bits and self.mask_at != "early"):
             if const_expr(self.mask_at == "late" and prefetch is None):
@@ -1910,7 +1910,7 @@ class FlashMaskFwdSm90:
                 self.load_code_words_at(words, prefetch[1], prefetch[2], ctx)
         warpgroup.wait_group(1)
         pipeline_k.consumer_release(kv_state)
-        if const_expr(iv is not None):
+        if const_expr(byte_masks is not None):
             self.byte_apply(acc_S, n_block, bits, ctx)
         elif const_expr(with_bits and not bias):
             apply_mask_bits(acc_S, bits)
@@ -1954,6 +1954,12 @@ class FlashMaskFwdSm90:
         self.mb_own = q * (self.tile_n // 16)  # the thread's first word in a plane
 
     @cute.jit
+    def wg_row_base(self, ctx: tuple) -> Int32:
+        """The first global row of this warpgroup's 64 rows of the tile."""
+        m_block, wg_idx = ctx[9], ctx[12]
+        return m_block * self.tile_m + wg_idx * WG_ROWS
+
+    @cute.jit
     def byte_fetch(self, bounds: cute.Tensor, n_block: Int32, ctx: tuple) -> None:
         """This thread's column bounds of block ``n_block`` into ``bounds``."""
         mBoundsCur, seqlen_k = ctx[8], ctx[11]
@@ -1964,16 +1970,14 @@ class FlashMaskFwdSm90:
     def byte_store(self, bounds: cute.Tensor, n_block: Int32, stage: Int32, ctx: tuple) -> None:
         """This thread's column of block ``n_block`` as bytes in its warpgroup's buffer of
         K / V stage ``stage`` (threads past tile_n store nothing)."""
-        m_block, seqlen_k, wg_idx = ctx[9], ctx[11], ctx[12]
-        row_base = m_block * self.tile_m + wg_idx * WG_ROWS
         buf = cute.make_tensor(self.mb_base + stage * self.mask_words, self.mask_words)
         args = (
             cute.recast_tensor(buf, Int8),
             bounds,
             self.mb_col,
             n_block * self.tile_n + self.mb_col,
-            row_base,
-            seqlen_k,
+            self.wg_row_base(ctx),
+            ctx[11],  # seqlen_k
             self.tile_n,
             self.causal,
             self.n_bounds,
@@ -1982,10 +1986,10 @@ class FlashMaskFwdSm90:
             store_column_bytes(*args)
 
     @cute.jit
-    def byte_step(self, n_block: Int32, stage: Int32, iv: tuple, ctx: tuple) -> cute.Tensor:
+    def byte_step(self, n_block: Int32, stage: Int32, byte_masks: tuple, ctx: tuple) -> cute.Tensor:
         """While this block's Q K^T runs: its mask bits from its bytes; the next block's bytes
-        stored and the block after's bounds loaded (``iv`` as :meth:`mma_one_n_block`)."""
-        first, ahead, n_block_next, n_block_2, is_second = iv
+        stored and the block after's bounds loaded (``byte_masks`` as :meth:`mma_one_n_block`)."""
+        first, ahead, n_block_next, n_block_2, is_second = byte_masks
         wg_idx = ctx[12]
         if is_second:
             self.byte_store(first, n_block, stage, ctx)
@@ -2013,9 +2017,8 @@ class FlashMaskFwdSm90:
         the block crosses it for this warpgroup's rows."""
         apply_byte_bits(acc_S, bits)
         if const_expr(self.causal):
-            m_block, seqlen_q, seqlen_k, wg_idx = ctx[9], ctx[10], ctx[11], ctx[12]
-            row_base = m_block * self.tile_m + wg_idx * WG_ROWS
-            if (n_block + 1) * self.tile_n - 1 > row_base + (seqlen_k - seqlen_q):
+            seqlen_q, seqlen_k = ctx[10], ctx[11]
+            if (n_block + 1) * self.tile_n - 1 > self.wg_row_base(ctx) + (seqlen_k - seqlen_q):
                 rule = (seqlen_q, seqlen_k, self.row_offs, self.col_offs, True, 0)
                 diag = bits_from_words(None, *self.tile_first(n_block, ctx), *rule)
                 apply_mask_bits(acc_S, diag)

@@ -92,9 +92,10 @@ def mask_bits(
     return bits
 
 
-def _bit_value(bit: int) -> int:
-    """Bit ``bit`` of a 32-bit word as the signed value an Int32 holds."""
-    return (1 << bit) - (1 << 32) if bit == 31 else 1 << bit
+def int32_pattern(c: int) -> int:
+    """A 32-bit pattern as the signed value an Int32 holds."""
+    c &= 0xFFFFFFFF
+    return c - (1 << 32) if c >= 1 << 31 else c
 
 
 @cute.jit
@@ -107,7 +108,7 @@ def apply_mask_bits(
     for r in cutlass.range_constexpr(cute.size(acc_mn, mode=[0])):
         for c in cutlass.range_constexpr(cute.size(acc_mn, mode=[1])):
             bit = c if cutlass.const_expr(bit_of is None) else bit_of(c)
-            hit = (bits[r] & Int32(_bit_value(bit))) != 0
+            hit = (bits[r] & Int32(int32_pattern(1 << bit))) != 0
             acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
 
 

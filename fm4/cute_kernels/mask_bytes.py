@@ -34,18 +34,12 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import Int8, Int32
 
-from fm4.cute_kernels.mask_apply import apply_mask_bits
+from fm4.cute_kernels.mask_apply import apply_mask_bits, int32_pattern
 
 #: Rows of one consumer warpgroup: the thresholds' frame.
 WG_ROWS = 64
 _ONES = 0x01010101
 _HIGH = 0x80808080
-
-
-def _i32(c: int) -> int:
-    """A 32-bit pattern as the signed value Int32 holds."""
-    c &= 0xFFFFFFFF
-    return c - (1 << 32) if c >= 1 << 31 else c
 
 
 def byte_planes(n_bounds: int) -> int:
@@ -117,7 +111,7 @@ def row_words(rows: list) -> tuple:
     o * 0x01010101 | 0x80808080."""
     return (
         [(o + 1) * Int32(_ONES) for o in rows],
-        [(o * Int32(_ONES)) | Int32(_i32(_HIGH)) for o in rows],
+        [(o * Int32(_ONES)) | Int32(int32_pattern(_HIGH)) for o in rows],
     )
 
 
@@ -148,7 +142,7 @@ def byte_mask_bits(
                 f = f ^ Int32(-1)  # kept -> masked
             if cutlass.const_expr(k < 7):
                 f = f >> (7 - k)
-            m = m | (f & Int32(_i32(_ONES << k)))
+            m = m | (f & Int32(int32_pattern(_ONES << k)))
         bits[r] = m
     return bits
 
