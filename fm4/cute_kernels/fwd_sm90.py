@@ -574,6 +574,7 @@ class FlashMaskFwdSm90:
         self.mask_words = 0
         if self.rest_mask == "bytes":
             self.mask_words = buffer_words(self.tile_n, n_bounds)
+        self.mask_words_all = self.mask_words * NUM_CONSUMER_WARPGROUPS * self.num_stages
         assert self.tile_m == 64 * NUM_CONSUMER_WARPGROUPS
         self.num_mma_threads = THREADS_PER_WG * NUM_CONSUMER_WARPGROUPS
         self.num_threads = self.num_mma_threads + THREADS_PER_WG
@@ -639,7 +640,7 @@ class FlashMaskFwdSm90:
             sV_layout,
             sO_layout,
             self.tile_words if self.persistent else 0,
-            self.mask_words * NUM_CONSUMER_WARPGROUPS * self.num_stages,
+            self.mask_words_all,
         )
 
         load_op = cpasync.CopyBulkTensorTileG2SOp()
@@ -769,9 +770,7 @@ class FlashMaskFwdSm90:
             sO = o_storage.get_tensor(sO_wg_layout.outer, swizzle=sO_wg_layout.inner)
         sMask = None
         if const_expr(self.mask_words > 0):
-            sMask = storage.sMask.get_tensor(
-                cute.make_layout(self.mask_words * NUM_CONSUMER_WARPGROUPS * self.num_stages)
-            )
+            sMask = storage.sMask.get_tensor(cute.make_layout(self.mask_words_all))
 
         # Tiles: this CTA's own one (grid = all tiles), or its first one and then whatever the
         # tile queue hands out (persistent).
