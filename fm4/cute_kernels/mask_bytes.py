@@ -19,10 +19,18 @@ without carries between bytes (every byte difference stays in [64, 192)):
     bit 7 of each byte of (HI | 0x80808080) - (o + 1) * 0x01010101   <=>   hi > o
     bit 7 of each byte of (o * 0x01010101 | 0x80808080) - LO         <=>   o >= lo
 
-Word k's four flags (bits 7, 15, 23, 31) are moved to bits k, 8 + k, 16 + k, 24 + k of the row's
+Word k's four flags (bits 7, 15, 23, 31) end at bits k, 8 + k, 16 + k, 24 + k of the row's
 mask word, so thread column 4k + b (in accumulator order) is bit 8b + k (read by
-:func:`apply_byte_bits`). Per row of 32 columns that is 8 subtractions, 7 shifts and 8 logic
-ops (16, 7 and 16 with two bounds), where bit words compare and set one element at a time.
+:func:`apply_byte_bits`). The flags are packed Horner-style, ``m = (m >> 1) + f_k``, which
+ptxas fuses into one shift-add (LEA.HI) per word: per row of 32 columns that is 8
+subtractions, 8 logic ops and 7 shift-adds (16, 8 and 7 with two bounds), where bit words
+compare and set one element at a time.
+
+The apply then takes one predicate per element from the row word in bit order, so that ptxas
+moves seven bits at a time into predicates (R2P, bits 0-6 of a byte) instead of testing each
+element's bit with its own instruction; the row word is ORed with an always-zero value ptxas
+cannot see through, so it is kept whole rather than its bits traced back to the flag words
+(together, 46-60 fewer instructions in a partial block's loop, 5-7%; session 25).
 
 Buffer layout (one per warpgroup and K / V stage, ``planes`` x tile_n bytes): plane 0 holds
 ``hi | 0x80``, plane 1 (n = 2) ``lo``; in a plane, the column ``2q + 8p + e`` (the sm_90
@@ -32,9 +40,9 @@ thread's columns are tile_n / 4 contiguous bytes.
 
 import cutlass
 import cutlass.cute as cute
-from cutlass import Int8, Int32
+from cutlass import Float32, Int8, Int32, Uint32
 
-from fm4.cute_kernels.mask_apply import apply_mask_bits, int32_pattern
+from fm4.cute_kernels.mask_apply import acc_to_mn, int32_pattern
 
 #: Rows of one consumer warpgroup: the thresholds' frame.
 WG_ROWS = 64
@@ -121,9 +129,11 @@ def byte_mask_bits(
     sLo: cute.Tensor | None,  # ... of plane 1 (n = 2), or None
     rows: tuple,  # row_words of the thread's rows
     inside: cutlass.Constexpr[bool],  # masked_inside(...)
+    opaque_zero: Int32,  # always 0, but not known to ptxas (module docstring)
 ) -> cute.Tensor:
     """One int32 per row of this thread: its masked columns, column 4k + b at bit 8b + k."""
     num_words = cute.size(sHi)
+    assert num_words <= 8, "a byte of the row word holds at most 8 words' flags (tile_n <= 128)"
     hi = cute.make_rmem_tensor(num_words, Int32)
     hi.store(sHi.load())
     lo = None
@@ -140,19 +150,27 @@ def byte_mask_bits(
                 f = f & (o_rows[r] - lo[k])  # ... and o >= lo
             if cutlass.const_expr(not inside):
                 f = f ^ Int32(-1)  # kept -> masked
-            if cutlass.const_expr(k < 7):
-                f = f >> (7 - k)
-            m = m | (f & Int32(int32_pattern(_ONES << k)))
-        bits[r] = m
+            f = f & Int32(int32_pattern(_HIGH))
+            if cutlass.const_expr(k == 0):
+                m = f
+            else:  # earlier words' flags move down one bit per word
+                m = (m.to(Uint32) >> 1).to(Int32) + f
+        if cutlass.const_expr(num_words < 8):  # word k's flags to bit k of each byte
+            m = (m.to(Uint32) >> (8 - num_words)).to(Int32)
+        bits[r] = m | opaque_zero
     return bits
-
-
-def byte_bit(c: int) -> int:
-    """The bit of thread column c in a row's word of :func:`byte_mask_bits`."""
-    return 8 * (c % 4) + c // 4
 
 
 @cute.jit
 def apply_byte_bits(acc_S: cute.Tensor, bits: cute.Tensor) -> None:
-    """Set the scores flagged in ``bits`` (:func:`byte_mask_bits`' layout) to -inf."""
-    apply_mask_bits(acc_S, bits, byte_bit)
+    """Set the scores flagged in ``bits`` (:func:`byte_mask_bits`' layout) to -inf, visiting
+    the columns in bit order (module docstring: R2P)."""
+    acc_mn = acc_to_mn(acc_S)
+    num_cols = cute.size(acc_mn, mode=[1])
+    per_byte = num_cols // 4
+    for r in cutlass.range_constexpr(cute.size(acc_mn, mode=[0])):
+        for bit_rank in cutlass.range_constexpr(num_cols):
+            b, k = divmod(bit_rank, per_byte)
+            hit = (bits[r] & Int32(int32_pattern(1 << (8 * b + k)))) != 0
+            c = 4 * k + b
+            acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
