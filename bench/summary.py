@@ -110,7 +110,7 @@ def headline(rows: list[Row]) -> list[str]:
             if not sp:
                 continue
             out.append(
-                f"- {fmt_len(s)} {d}: geometric mean {geomean(list(sp.values())):.3f} over "
+                f"- {fmt_len(s)} {d}: geometric mean {geomean(list(sp.values())):.4f} over "
                 f"{len(sp)} masks (range {min(sp.values()):.3f}-{max(sp.values()):.3f})"
             )
             for m, v in sp.items():

@@ -516,7 +516,7 @@ def test_summary_tables_and_headline():
     sp = summary.speedups(rows, 8192, "fwd")
     assert sp == {"causal": 6.0 / 5.0, "document": 3.0 / 4.0}
     head = "\n".join(summary.headline(rows))
-    assert f"geometric mean {math.sqrt(1.2 * 0.75):.3f} over 2 masks" in head
+    assert f"geometric mean {math.sqrt(1.2 * 0.75):.4f} over 2 masks" in head
     assert "full: fm4 / FA4 dense 1.100" in head
     assert "lowest row against FA4 mask_mod: document 8K fwd 0.750" in head
     table = summary.readme_table(rows)
