@@ -99,16 +99,12 @@ def int32_pattern(c: int) -> int:
 
 
 @cute.jit
-def apply_mask_bits(
-    acc_S: cute.Tensor, bits: cute.Tensor, bit_of: cutlass.Constexpr = None
-) -> None:
-    """Set the scores whose bit is set in ``bits`` (from :func:`mask_bits`) to -inf.
-    ``bit_of``: column -> its bit in a row's word, for other layouts (default: bit c)."""
+def apply_mask_bits(acc_S: cute.Tensor, bits: cute.Tensor) -> None:
+    """Set the scores whose bit is set in ``bits`` (from :func:`mask_bits`) to -inf."""
     acc_mn = acc_to_mn(acc_S)
     for r in cutlass.range_constexpr(cute.size(acc_mn, mode=[0])):
         for c in cutlass.range_constexpr(cute.size(acc_mn, mode=[1])):
-            bit = c if cutlass.const_expr(bit_of is None) else bit_of(c)
-            hit = (bits[r] & Int32(int32_pattern(1 << bit))) != 0
+            hit = (bits[r] & Int32(int32_pattern(1 << c))) != 0
             acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
 
 
