@@ -2005,6 +2005,7 @@ class FlashMaskFwdSm90:
             planes.append(cute.make_tensor(ptr, cute.make_layout(per_thread)))
         lo = planes[1] if const_expr(self.n_bounds == 2) else None
         inside = masked_inside(self.causal, self.n_bounds)
+        # seqlen_k >> 31: the opaque zero that keeps each row word whole (R2P, mask_bytes.py)
         bits = byte_mask_bits(planes[0], lo, self.mb_rows, inside, ctx[11] >> 31)
         self.byte_store(ahead, n_block_next, 1 - stage, ctx)
         self.byte_fetch(ahead, n_block_2, ctx)
