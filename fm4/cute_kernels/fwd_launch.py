@@ -59,6 +59,9 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     # partial blocks after a tile's first masked from bit words, as the first (n = 1, 2; before
     # session 23, Note [Byte masks])
     "rest_bits": {"rest_mask": "bits"},
+    # O zeroed after each tile's epilogue, not overwritten by the tile's first P V (before
+    # session 26)
+    "o_zero_fill": {"o_zero": "fill"},
 }
 
 
