@@ -190,7 +190,11 @@ def device_info() -> dict[str, object]:
 
 def git_commit() -> str:
     """The repository's HEAD commit (short), '+modified' when tracked files differ from it, or
-    '' outside a checkout."""
+    '' outside a checkout. ``FM4_GIT_COMMIT``, when set, is returned instead: for copies of a
+    checkout whose ``.git`` is not the tree's (e.g. the GPU machine's working-tree copy)."""
+    override = os.environ.get("FM4_GIT_COMMIT")
+    if override:
+        return override
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5

@@ -523,3 +523,13 @@ def test_summary_tables_and_headline():
     assert table[2].startswith("| full | 0.500 | 10.00 (100) | - | 1.10x (vs FA4 dense 11.00")
     assert "| document | 0.500 | 4.00 (100) | 3.00 (100) | 0.75x |" in table[4]
     assert len(summary.long_table(rows)) == 2 + 3
+
+
+def test_git_commit_override(monkeypatch):
+    """FM4_GIT_COMMIT names the tree when the checkout's .git is not its own."""
+    from bench.report import git_commit
+
+    monkeypatch.setenv("FM4_GIT_COMMIT", "abc1234")
+    assert git_commit() == "abc1234"
+    monkeypatch.delenv("FM4_GIT_COMMIT")
+    assert git_commit() != "abc1234"
