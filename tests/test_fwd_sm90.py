@@ -51,7 +51,8 @@ _COMPILE_SCRIPT = textwrap.dedent(
         ("BFloat16", 128, True, 1, "{}"),
         ("BFloat16", 128, False, 4, '{"bound_codes": false}'),
         # partial blocks' masks as S's start value, bound words a block ahead (n = 1); n = 2
-        # with the words a block ahead (bit words for every partial block)
+        # with the words a block ahead (bit words for every partial block; O zeroed per tile:
+        # with o_zero "pv" that set spills 232 bytes)
         (
             "BFloat16",
             128,
@@ -59,7 +60,13 @@ _COMPILE_SCRIPT = textwrap.dedent(
             1,
             '{"mask_bias": true, "bound_prefetch": true, "rest_mask": "bits"}',
         ),
-        ("BFloat16", 128, False, 2, '{"bound_prefetch": true, "rest_mask": "bits"}'),
+        (
+            "BFloat16",
+            128,
+            False,
+            2,
+            '{"bound_prefetch": true, "rest_mask": "bits", "o_zero": "fill"}',
+        ),
         # partial blocks after the first masked from per-column threshold bytes (the default
         # for n = 1, 2) or from bit words
         ("BFloat16", 128, True, 1, '{"rest_mask": "bits"}'),

@@ -40,8 +40,9 @@ FWD_TEST_KNOBS: dict[str, dict[str, Any]] = {
     # partial blocks' mask bits without the tile lists' bound codes (before session 14)
     "no_codes": {"bound_codes": False, "rest_mask": "bits"},
     # partial blocks' bound words loaded one block ahead (bound codes, n = 1, 2; n = 1's
-    # default since session 19) or not (n = 1's default before)
-    "prefetch": {"bound_prefetch": True, "rest_mask": "bits"},
+    # default since session 19, with rest_mask "bits") or not; "prefetch" zeroes O per tile
+    # (o_zero "fill"): with "pv", its n = 2 kernel spills 232 bytes
+    "prefetch": {"bound_prefetch": True, "rest_mask": "bits", "o_zero": "fill"},
     "no_prefetch": {"bound_prefetch": False, "rest_mask": "bits"},
     # partial blocks' masks as the S accumulator's start value (bound codes, n = 1), with and
     # without the bound words loaded a block ahead
