@@ -1441,7 +1441,8 @@ class FlashMaskFwdSm90:
         n_total = blocks[0]
         acc_O, softmax, o_scale = ctx[4], ctx[7], ctx[17]
         softmax.reset()
-        acc_O.fill(0.0)
+        if const_expr(self.o_zero == "fill"):
+            acc_O.fill(0.0)
         o_scale.fill(1.0)
         if n_total > 0:
             kv_state = self.first_block(q_state, kv_state, pipeline_q, blocks, ctx)
@@ -1452,6 +1453,8 @@ class FlashMaskFwdSm90:
                 pipeline_q.consumer_release(q_state)
             q_state.advance()
             kv_state = self.last_pv(kv_state, ctx, n_total)
+        elif const_expr(self.o_zero == "pv"):
+            acc_O.fill(0.0)  # no P V wrote it
         return q_state, kv_state
 
     @cute.jit

@@ -99,13 +99,19 @@ def int32_pattern(c: int) -> int:
 
 
 @cute.jit
+def mask_if_bit(acc_mn: cute.Tensor, r: int, c: int, word: Int32, bit: int) -> None:
+    """Set score (r, c) of an (rows, cols) view to -inf if ``bit`` of ``word`` is set."""
+    hit = (word & Int32(int32_pattern(1 << bit))) != 0
+    acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
+
+
+@cute.jit
 def apply_mask_bits(acc_S: cute.Tensor, bits: cute.Tensor) -> None:
     """Set the scores whose bit is set in ``bits`` (from :func:`mask_bits`) to -inf."""
     acc_mn = acc_to_mn(acc_S)
     for r in cutlass.range_constexpr(cute.size(acc_mn, mode=[0])):
         for c in cutlass.range_constexpr(cute.size(acc_mn, mode=[1])):
-            hit = (bits[r] & Int32(int32_pattern(1 << c))) != 0
-            acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
+            mask_if_bit(acc_mn, r, c, bits[r], c)
 
 
 # --------------------------------------------------------------------------------------------

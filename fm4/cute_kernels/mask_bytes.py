@@ -40,9 +40,9 @@ thread's columns are tile_n / 4 contiguous bytes.
 
 import cutlass
 import cutlass.cute as cute
-from cutlass import Float32, Int8, Int32, Uint32
+from cutlass import Int8, Int32, Uint32
 
-from fm4.cute_kernels.mask_apply import acc_to_mn, int32_pattern
+from fm4.cute_kernels.mask_apply import acc_to_mn, int32_pattern, mask_if_bit
 
 #: Rows of one consumer warpgroup: the thresholds' frame.
 WG_ROWS = 64
@@ -171,6 +171,4 @@ def apply_byte_bits(acc_S: cute.Tensor, bits: cute.Tensor) -> None:
     for r in cutlass.range_constexpr(cute.size(acc_mn, mode=[0])):
         for bit_rank in cutlass.range_constexpr(num_cols):
             b, k = divmod(bit_rank, per_byte)
-            hit = (bits[r] & Int32(int32_pattern(1 << (8 * b + k)))) != 0
-            c = 4 * k + b
-            acc_mn[r, c] = -Float32.inf if hit else acc_mn[r, c]
+            mask_if_bit(acc_mn, r, 4 * k + b, bits[r], 8 * b + k)
